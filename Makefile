@@ -1,0 +1,51 @@
+# The two set-up commands (README): `make demo` and `make test`. Each creates
+# .venv if it is missing and installs what it needs, so on a fresh machine
+# with Python 3.11 they are the only commands to run.
+
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SHARED ?= ../shared
+CONFORMANCE := $(SHARED)/conformance
+
+.PHONY: demo test unit conformance lint typecheck bench clean slow
+
+$(PY):
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(PY) examples/crash_and_resume.py
+
+# pytest exits 5 when it selected no test: treat that as a failure (scripts/pytest-strict).
+test: $(STAMP)
+	$(PY) scripts/run_pytest.py tests
+	@if [ -d "$(CONFORMANCE)" ]; then $(PY) scripts/run_pytest.py -c pyproject.toml --rootdir . $(CONFORMANCE); \
+	else echo "no $(CONFORMANCE): conformance suite not run"; fi
+
+unit: $(STAMP)
+	$(PY) scripts/run_pytest.py tests/unit
+
+conformance: $(STAMP)
+	$(PY) scripts/run_pytest.py -c pyproject.toml --rootdir . $(CONFORMANCE)
+
+slow: $(STAMP)
+	$(PY) scripts/run_pytest.py -m slow tests
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy runtime storage
+
+bench: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]' || echo "DBOS could not be installed: peer columns will be empty"
+	$(PY) benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,108 @@
+"""Branch actors: one per running activity, reused once idle.
+
+A branch actor runs one activity attempt in its own thread and tells the
+run's actor the outcome; it holds no storage handle. Starting a thread costs
+far more than running a no-op activity, so an actor that finished its branch
+takes the next waiting one (or waits idle for one) instead of stopping:
+there is still exactly one actor per running branch. ``max_branch_actors``
+caps live branch actors runtime-wide; branches beyond it queue in order.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pykka
+from ._log import get_logger
+
+if TYPE_CHECKING:
+    from ._nodes import ActivityTask
+
+__all__ = ["BranchActor", "BranchPool"]
+
+_log = get_logger("treadle.branch")
+
+
+class BranchActor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, pool: BranchPool) -> None:
+        super().__init__()
+        self.pool = pool
+
+    def on_receive(self, message: Any) -> Any:
+        task: ActivityTask = message
+        while task is not None:
+            if task.wanted():
+                outcome = task.execute(self.pool.now())
+                task.deliver(outcome)
+            task = self.pool.next_task(self.actor_ref)  # type: ignore[assignment]
+        return None
+
+
+class BranchPool:
+    """Hands activity tasks to branch actors, at most ``limit`` alive at once."""
+
+    def __init__(self, limit: int, now: Callable[[], float], idle_keep: int = 64) -> None:
+        self.limit = limit
+        self.now = now
+        self.idle_keep = idle_keep
+        self._lock = threading.Lock()
+        self._idle: list[pykka.ActorRef[BranchActor]] = []
+        self._pending: deque[ActivityTask] = deque()
+        self._live = 0
+        self._busy = 0
+        self._closed = False
+        self.started = 0
+
+    def submit(self, task: ActivityTask) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if self._idle:
+                ref = self._idle.pop()
+                self._busy += 1
+            elif self._live < self.limit:
+                self._live += 1
+                self._busy += 1
+                ref = None
+            else:
+                self._pending.append(task)
+                return
+        if ref is None:
+            ref = BranchActor.start(self)
+            self.started += 1
+        ref.tell(task)
+
+    def next_task(self, ref: pykka.ActorRef[BranchActor]) -> ActivityTask | None:
+        """Called by an actor that finished: its next task, or None (it idles or stops)."""
+        with self._lock:
+            if self._pending and not self._closed:
+                return self._pending.popleft()
+            self._busy -= 1
+            if not self._closed and len(self._idle) < self.idle_keep:
+                self._idle.append(ref)
+                return None
+            self._live -= 1
+        ref.stop(block=False)
+        return None
+
+    def stats(self) -> tuple[int, int, int]:
+        """(live actors, busy actors, queued tasks)."""
+        with self._lock:
+            return self._live, self._busy, len(self._pending)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._pending.clear()
+            self._live -= len(idle)
+        for ref in idle:
+            try:
+                ref.stop(block=False)
+            except pykka.ActorDeadError:
+                pass

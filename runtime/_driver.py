@@ -1,0 +1,478 @@
+"""RunDriver: a run's replay state and the decisions made on it.
+
+The driver lives inside the run's actor and is only ever touched by that
+actor's thread. It turns yielded operations into nodes (``_nodes``,
+``_parallel``), looks each step id up in the journal, feeds recorded outcomes
+back without dispatching, and dispatches only what is new.
+
+Writes made while handling one message form one batch; generators resume
+only after the batch that recorded what they are resumed with is durable.
+"""
+
+from __future__ import annotations
+
+import types
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from treadle.storage import (
+    Op,
+    PayloadTooLargeError,
+    SerializationError,
+    crash_point,
+    decode,
+    encode,
+    journal_key,
+    journal_prefix,
+    run_key,
+    signal_key,
+    signal_prefix,
+    timer_key,
+)
+
+from ._errors import (
+    ActivityError,
+    BranchTopologyChangedError,
+    CancelledError,
+    NonDeterminismError,
+    error_from_data,
+    error_to_data,
+    type_name,
+)
+from ._messages import (
+    ActivityDone,
+    AttemptTimedOut,
+    CancelRun,
+    ChildDone,
+    Committed,
+    RetryDue,
+    SignalArrived,
+    TimerFired,
+    Wake,
+)
+from ._nodes import (
+    ActivityNode,
+    ChildNode,
+    GenNode,
+    Node,
+    Outcome,
+    RecordNode,
+    SignalNode,
+    SleepNode,
+    StateNode,
+)
+from ._ops import (
+    ActivityOp,
+    Branch,
+    ChildOp,
+    Context,
+    CoordOp,
+    RecordOp,
+    SignalOp,
+    SleepOp,
+    StateOp,
+    branch_kind,
+    branch_name,
+)
+from ._parallel import Coordinator
+from ._records import shape_value
+
+if TYPE_CHECKING:
+    from ._run_actor import RunPort
+
+__all__ = ["CANCEL_STEP", "RunDriver"]
+
+CANCEL_STEP = "@cancel"
+COORDINATOR_KINDS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum", "branch"})
+
+
+class RunDriver:
+    """Replay state and decisions of one run."""
+
+    def __init__(self, port: RunPort, record: dict[str, Any]) -> None:
+        self.port = port
+        self.record = record
+        self.run_id: str = record["id"]
+        self.workflow = port.registry.workflow(record["wf"])
+        self.log = port.log.bind(run_id=self.run_id, workflow=self.workflow.name)
+        self.journal: dict[str, dict[str, Any]] = {}
+        self.ops: list[Op] = []
+        self.lazy_only = True
+        self.after: list[Callable[[], None]] = []
+        self.batches: dict[int, list[Callable[[], None]]] = {}
+        self.next_batch = 0
+        self.leaves: set[Node] = set()
+        self.busy_nodes: set[Node] = set()
+        self.waiters: dict[str, SignalNode] = {}
+        self.children: dict[str, ChildNode] = {}
+        self.timers: dict[str, Node] = {}
+        self.reserved: set[tuple[str, int]] = set()
+        self.finished = False
+        self.final_status: str | None = None
+        self.persisted_status: str = record.get("st", "running")
+        self.cancel_pending = False
+        self.cancel_delivered = False
+        self.generation = 0
+        self.begun = False
+        self.root: GenNode | None = None
+
+    # -- life cycle -------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Load the journal and run the workflow up to its first unsettled step."""
+        self.begun = True
+        for _, rec in self.port.store.scan("journal", journal_prefix(self.run_id)):
+            self.journal[rec["s"]] = rec
+        cancel_requested = CANCEL_STEP in self.journal
+        args = decode(self.record.get("args")) or []
+        ctx = Context(self.run_id, self.workflow.name, self.port.registry, self.port.max_payload)
+        try:
+            gen = self.workflow.fn(ctx, *args)
+        except BaseException as exc:  # a workflow that fails before its first yield
+            self.finish_run(False, None, exc)
+            return
+        self.root = GenNode(self, "", None, (), 0, gen, is_root=True)
+        self.root.advance(None, None)
+        if cancel_requested and not self.cancel_delivered and not self.finished:
+            self.cancel()
+
+    def handle(self, message: Any) -> None:
+        if isinstance(message, Wake):
+            self.generation = max(self.generation, message.generation)
+            message = message.message
+        if isinstance(message, ActivityDone):
+            if message.node.driver is self and isinstance(message.node, ActivityNode):
+                message.node.on_done(message)
+        elif isinstance(message, Committed):
+            self._on_committed(message)
+        elif isinstance(message, TimerFired):
+            node = self.timers.get(message.step)
+            if node is not None:
+                node.on_timer()  # type: ignore[attr-defined]
+        elif isinstance(message, RetryDue):
+            if message.node.driver is self and isinstance(message.node, ActivityNode):
+                message.node.on_retry(message)
+        elif isinstance(message, AttemptTimedOut):
+            if message.node.driver is self and isinstance(message.node, ActivityNode):
+                message.node.on_timeout(message)
+        elif isinstance(message, SignalArrived):
+            waiter = self.waiters.get(message.name)
+            if waiter is not None:
+                waiter.try_take()
+        elif isinstance(message, ChildDone):
+            child = self.children.get(message.step)
+            if child is not None:
+                child.on_child_done(message)
+        elif isinstance(message, CancelRun):
+            self.cancel()
+        else:
+            self.log.warning("unexpected message", message=repr(message))
+
+    @property
+    def idle(self) -> bool:
+        """Nothing to do until a timer, a signal or a child wakes the run."""
+        return not self.finished and not self.busy_nodes and not self.batches and not self.ops and not self.after
+
+    @property
+    def waits(self) -> list[str]:
+        return sorted(self.waiters)
+
+    # -- nodes ------------------------------------------------------------------
+
+    def make_node(self, branch: Branch, step: str, parent: Any, order: tuple[int, ...], pos: int) -> Node:
+        if isinstance(branch, types.GeneratorType):
+            return GenNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, ActivityOp):
+            return ActivityNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, CoordOp):
+            return Coordinator(self, step, parent, order, pos, branch)
+        if isinstance(branch, SleepOp):
+            return SleepNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, SignalOp):
+            return SignalNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, ChildOp):
+            return ChildNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, RecordOp):
+            return RecordNode(self, step, parent, order, pos, branch)
+        if isinstance(branch, StateOp):
+            return StateNode(self, step, parent, order, pos, branch)
+        raise TypeError(f"step {step}: cannot run {type(branch).__name__}")
+
+    def check_replay(self, branch: Branch, step: str) -> NonDeterminismError | None:
+        """The error to raise if the journal at ``step`` disagrees with the code, else None."""
+        rec = self.journal.get(step)
+        if rec is None:
+            return None
+        kind, name = branch_kind(branch), branch_name(branch)
+        rkind, rname = rec.get("k"), rec.get("n")
+        if rkind != kind or rname != name:
+            cls = BranchTopologyChangedError if {kind, rkind} & COORDINATOR_KINDS else NonDeterminismError
+            return cls(self.run_id, step, _describe(rkind, rname), _describe(kind, name))
+        if isinstance(branch, CoordOp) and "lay" in rec:
+            problem = _layout_problem(rec["lay"], branch)
+            if problem is not None:
+                return BranchTopologyChangedError(
+                    self.run_id, step, f"{kind} with branches {_keys(rec['lay'])}", f"{kind} with {_keys(branch.layout())}",
+                    problem,
+                )
+        return None
+
+    def leaf_started(self, node: Node, busy: bool) -> None:
+        self.leaves.add(node)
+        if busy:
+            self.busy_nodes.add(node)
+
+    def leaf_done(self, node: Node) -> None:
+        self.leaves.discard(node)
+        self.busy_nodes.discard(node)
+
+    def outcome_from_record(self, rec: dict[str, Any], kind: str) -> Outcome:
+        """The outcome of a settled step, as the workflow saw it the first time."""
+        packed = rec.get("val")
+        if rec.get("st") == "completed":
+            if kind == "state":
+                value = None
+            else:
+                value = decode(packed)
+                if kind in COORDINATOR_KINDS and kind != "branch":
+                    value = shape_value(kind, value, rec, run_id=self.run_id)
+            return Outcome(True, value, packed, attempt=int(rec.get("a", 1)), res=rec.get("res"), recorded=True)
+        error = error_from_data(rec.get("err") or {}, self.run_id)
+        return Outcome(False, error=error, attempt=int(rec.get("a", 1)), recorded=True)
+
+    # -- records ------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.port.clock.time()
+
+    def decode(self, packed: bytes | None) -> Any:
+        return decode(packed)
+
+    def _base(self, node: Node, status: str) -> dict[str, Any]:
+        rec: dict[str, Any] = {
+            "v": 1,
+            "s": node.step,
+            "k": node.kind,
+            "n": node.name,
+            "st": status,
+            "t0": node.started or self.now(),
+            "o": list(node.order),
+        }
+        extra = node.record_extra()
+        if extra:
+            rec.update(extra)
+        return rec
+
+    def _put(self, step: str, rec: dict[str, Any], lazy: bool) -> None:
+        self.ops.append(Op("journal", journal_key(self.run_id, step), rec))
+        if not lazy:
+            self.lazy_only = False
+
+    def record_running(self, node: Node, lazy: bool = True) -> None:
+        rec = self._base(node, "running")
+        rec["a"] = getattr(node, "attempt", 1) or 1
+        self._put(node.step, rec, lazy)
+        due = rec.get("dl")
+        if due is not None:
+            self.ops.append(Op("timers", timer_key(float(due), self.run_id, node.step), {"run": self.run_id, "step": node.step, "due": due}))
+
+    def record_outcome(self, node: Node, outcome: Outcome) -> None:
+        rec = self._base(node, "completed" if outcome.ok else "failed")
+        rec["a"] = outcome.attempt
+        rec["t1"] = outcome.finished or self.now()
+        if outcome.ok:
+            rec["val"] = outcome.packed
+        else:
+            assert outcome.error is not None
+            rec["err"] = error_to_data(outcome.error)
+        if outcome.res:
+            rec["res"] = outcome.res
+        if outcome.extra:
+            rec.update(outcome.extra)
+        self._put(node.step, rec, lazy=False)
+
+    def record_abandoned(self, node: Node) -> None:
+        rec = self._base(node, "abandoned")
+        rec["a"] = getattr(node, "attempt", 1) or 1
+        rec["t1"] = self.now()
+        self._put(node.step, rec, lazy=True)
+
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` once what was recorded so far is durable."""
+        self.after.append(callback)
+
+    def flush(self) -> None:
+        """Send what this message recorded to the writer, as one batch."""
+        if not self.ops and not self.after:
+            return
+        ops, callbacks, lazy = self.ops, self.after, self.lazy_only
+        self.ops, self.after, self.lazy_only = [], [], True
+        if not lazy and self.persisted_status == "suspended":
+            self.persisted_status = "running"
+            ops.append(self._run_op({"st": "running", "waits": []}))
+        batch: int | None = None
+        if callbacks or not lazy:
+            batch = self.next_batch
+            self.next_batch += 1
+            self.batches[batch] = callbacks
+            crash_point("after_step_before_commit")
+        self.port.submit(ops, batch, lazy)
+
+    def _on_committed(self, message: Committed) -> None:
+        callbacks = self.batches.pop(message.batch, [])
+        if message.error is not None:
+            raise StoreStalled(message.error)
+        for callback in callbacks:
+            callback()
+
+    def _run_op(self, changes: dict[str, Any]) -> Op:
+        self.record = {**self.record, **changes, "up": self.now()}
+        return Op("runs", run_key(self.run_id), self.record)
+
+    def suspend(self) -> None:
+        """Persist SUSPENDED with the signal names the run waits for (no ack awaited)."""
+        self.persisted_status = "suspended"
+        self.port.submit([self._run_op({"st": "suspended", "waits": self.waits})], None, True)
+
+    # -- timers -------------------------------------------------------------------
+
+    def set_timer(self, node: Node, due: float) -> None:
+        self.timers[node.step] = node
+        self.port.add_timer(node.step, due)
+
+    def clear_timer(self, node: Node, due: float) -> None:
+        if self.timers.get(node.step) is not node:
+            return
+        del self.timers[node.step]
+        self.port.remove_timer(node.step)
+        self.ops.append(Op("timers", timer_key(due, self.run_id, node.step), None))
+
+    # -- signals -------------------------------------------------------------------
+
+    def take_signal(self, name: str) -> tuple[int, dict[str, Any]] | None:
+        for key, rec in self.port.store.scan("signals", signal_prefix(self.run_id, name)):
+            if rec.get("consumed"):
+                continue
+            seq = int.from_bytes(key[-8:], "big")
+            if (name, seq) in self.reserved:
+                continue
+            self.reserved.add((name, seq))
+            return seq, rec
+        return None
+
+    def consume(self, res: list[Any], step: str) -> None:
+        """Mark reserved signals consumed, in the batch that records ``step``."""
+        for name, seq in res:
+            key = signal_key(self.run_id, name, seq)
+            rec = self.port.store.get("signals", key)
+            if rec is not None:
+                self.ops.append(Op("signals", key, {**rec, "consumed": True, "by": step}))
+
+    def release(self, res: list[Any]) -> None:
+        for name, seq in res:
+            self.reserved.discard((name, seq))
+
+    # -- cancellation --------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Raise CancelledError into the workflow at its current yield."""
+        if self.finished or self.root is None:
+            return
+        for leaf in list(self.leaves):
+            leaf.flag_cancel()
+        current = self.root.current
+        if current is not None and current.live:
+            self.deliver_cancel(current)
+        else:
+            self.cancel_pending = True
+
+    def deliver_cancel(self, node: Node) -> None:
+        assert self.root is not None
+        self.cancel_delivered = True
+        node.abandon(cancel=True, record=False)
+        self.root.current = None
+        outcome = Outcome(False, error=CancelledError(), finished=self.now())
+        self.record_outcome(node, outcome)
+        root = self.root
+        self.after_commit(lambda: root.resume(outcome))
+
+    # -- the end ---------------------------------------------------------------------
+
+    def finish_run(self, ok: bool, value: Any, error: BaseException | None) -> None:
+        if self.finished:
+            return
+        packed: bytes | None = None
+        if ok:
+            try:
+                packed, _ = encode(value, "workflow result", root="result", limit=self.port.max_payload)
+            except (SerializationError, PayloadTooLargeError) as exc:
+                ok, error = False, exc
+        changes: dict[str, Any] = {"waits": []}
+        if ok:
+            status = "completed"
+            changes["res"] = packed
+        else:
+            assert error is not None
+            if isinstance(error, NonDeterminismError):
+                status = "parked"
+            elif isinstance(error, CancelledError):
+                status = "cancelled"
+            else:
+                status = "failed"
+            data = error_to_data(error)
+            if isinstance(error, ActivityError):
+                data["t"] = error.type
+            elif not isinstance(error, (CancelledError, NonDeterminismError)):
+                data["t"] = type_name(type(error))
+            changes["err"] = data
+            if status == "failed":
+                self.log.info("run failed", error=data.get("t"), message=data.get("m"))
+            elif status == "parked":
+                self.log.warning("run parked: workflow code does not match its journal", reason=str(error))
+        changes["st"] = status
+        self.finished = True
+        self.final_status = status
+        for leaf in list(self.leaves):
+            leaf.abandon(cancel=False, record=status != "parked")
+        self.timers.clear()
+        self.waiters.clear()
+        self.ops.append(self._run_op(changes))
+        self.lazy_only = False
+        self.persisted_status = status
+        record = self.record
+        self.after_commit(lambda: self.port.run_finished(status, record))
+
+
+class StoreStalled(Exception):
+    """A commit of this run failed (disk full, map cap): the run stops and is retried later."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _describe(kind: Any, name: Any) -> str:
+    return f"{kind} {name!r}" if name is not None else str(kind)
+
+
+def _keys(layout: list[list[Any]]) -> list[Any]:
+    return [row[0] for row in layout]
+
+
+def _layout_problem(recorded: list[list[Any]], op: CoordOp) -> str | None:
+    new = op.layout()
+    if op.named:
+        old_map = {row[0]: (row[1], row[2]) for row in recorded}
+        new_map = {row[0]: (row[1], row[2]) for row in new}
+        if set(old_map) != set(new_map):
+            return f"branch names differ: recorded {sorted(old_map)}, got {sorted(new_map)}"
+        for key, shape in new_map.items():
+            if old_map[key] != shape:
+                return f"branch {key!r} was {_describe(*old_map[key])}, now {_describe(*shape)}"
+        return None
+    if len(recorded) != len(new):
+        return f"recorded {len(recorded)} branches, got {len(new)}"
+    for old_row, new_row in zip(recorded, new, strict=True):
+        if (old_row[1], old_row[2]) != (new_row[1], new_row[2]):
+            return f"branch {new_row[0]} was {_describe(old_row[1], old_row[2])}, now {_describe(new_row[1], new_row[2])}"
+    return None

@@ -1,0 +1,148 @@
+"""Messages exchanged by the runtime's actors (internal)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ._nodes import Node
+
+__all__ = [
+    "ActivityDone",
+    "AttemptTimedOut",
+    "CancelRun",
+    "ChildDone",
+    "Committed",
+    "Passivate",
+    "RetryDue",
+    "SignalArrived",
+    "TimerFired",
+    "Wake",
+]
+
+
+@dataclass(slots=True)
+class ActivityDone:
+    """A branch actor finished one attempt of an activity."""
+
+    node: Node
+    attempt: int
+    ok: bool
+    value: Any = None
+    packed: bytes | None = None
+    error: BaseException | None = None
+    original: BaseException | None = None
+    finished: float = 0.0
+
+
+@dataclass(slots=True)
+class Committed:
+    """The writer committed batch ``batch`` (``error`` if it could not)."""
+
+    batch: int
+    error: BaseException | None
+
+
+@dataclass(slots=True)
+class TimerFired:
+    step: str
+
+
+@dataclass(slots=True)
+class RetryDue:
+    node: Node
+    attempt: int
+
+
+@dataclass(slots=True)
+class AttemptTimedOut:
+    node: Node
+    attempt: int
+
+
+@dataclass(slots=True)
+class SignalArrived:
+    name: str
+
+
+@dataclass(slots=True)
+class ChildDone:
+    step: str
+    child_id: str
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class CancelRun:
+    reason: str = "cancelled by request"
+
+
+@dataclass(slots=True)
+class Passivate:
+    generation: int
+
+
+@dataclass(slots=True)
+class Wake:
+    """A message routed by the supervisor; ``generation`` orders it against passivation."""
+
+    message: Any
+    generation: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- to the supervisor ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class StartChild:
+    parent: str
+    step: str
+    child_id: str
+    workflow: str
+    packed_args: bytes
+
+
+@dataclass(slots=True)
+class CancelChild:
+    child_id: str
+
+
+@dataclass(slots=True)
+class RunEnded:
+    run_id: str
+    status: str
+    record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Idle:
+    run_id: str
+    generation: int
+
+
+@dataclass(slots=True)
+class Passivated:
+    run_id: str
+    generation: int
+    driver: Any
+
+
+@dataclass(slots=True)
+class PassivateRefused:
+    run_id: str
+
+
+@dataclass(slots=True)
+class RunCrashed:
+    run_id: str
+    error: str
+
+
+@dataclass(slots=True)
+class Route:
+    """Deliver ``message`` to run ``run_id``, starting its actor if it is dormant."""
+
+    run_id: str
+    message: Any

@@ -1,0 +1,681 @@
+"""The nodes a run's driver builds as its workflow yields operations.
+
+Every yielded operation becomes a node at a step id (a path such as
+``3.1.0``). A node either replays its recorded outcome from the journal at
+once, or is dispatched and settles later from a message. A node tells its
+parent when it settles; the parent is a generator frame (:class:`GenNode`)
+or a coordinator (``_parallel.Coordinator``). All of this runs in the run's
+actor thread only.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Protocol
+
+from treadle.storage import PayloadTooLargeError, SerializationError, crash_point, encode, pack
+
+from ._errors import (
+    ActivityError,
+    ActivityTimeoutError,
+    CancelledError,
+    NonDeterminismError,
+    error_from_data,
+    type_name,
+)
+from ._messages import ActivityDone, AttemptTimedOut, ChildDone, RetryDue
+from ._ops import ActivityOp, ChildOp, Operation, RecordOp, SignalOp, SleepOp, StateOp
+from ._registry import ActivityContext
+
+if TYPE_CHECKING:
+    import types
+
+    from ._driver import RunDriver
+
+__all__ = [
+    "SETTLED",
+    "ActivityNode",
+    "ChildNode",
+    "GenNode",
+    "Node",
+    "Outcome",
+    "Parent",
+    "RecordNode",
+    "SignalNode",
+    "SleepNode",
+    "StateNode",
+]
+
+SETTLED = frozenset({"completed", "failed"})
+NONE_PACKED = pack(None)
+Reservation = list[Any]  # [signal name, sequence number]
+
+
+class Outcome:
+    """How a node settled: ``ok`` with ``value`` (and its packed form), or ``error``."""
+
+    __slots__ = ("attempt", "error", "extra", "finished", "ok", "packed", "recorded", "res", "value")
+
+    def __init__(
+        self,
+        ok: bool,
+        value: Any = None,
+        packed: bytes | None = None,
+        error: BaseException | None = None,
+        *,
+        attempt: int = 1,
+        finished: float = 0.0,
+        res: list[Reservation] | None = None,
+        recorded: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.ok = ok
+        self.value = value
+        self.packed = packed
+        self.error = error
+        self.attempt = attempt
+        self.finished = finished
+        self.res = res or []
+        self.recorded = recorded
+        self.extra = extra
+
+
+class Parent(Protocol):
+    def child_settled(self, node: Node, outcome: Outcome) -> None: ...
+
+
+class Node:
+    """One step of a run."""
+
+    __slots__ = ("driver", "live", "order", "parent", "pos", "started", "step")
+    kind = "?"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent | None, order: tuple[int, ...], pos: int) -> None:
+        self.driver = driver
+        self.step = step
+        self.parent = parent
+        self.order = order
+        self.pos = pos
+        self.live = True
+        self.started = 0.0
+
+    @property
+    def name(self) -> str | None:
+        return None
+
+    def record_extra(self) -> dict[str, Any] | None:
+        """Fields kept in this step's records besides the outcome."""
+        return None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def recorded(self) -> dict[str, Any] | None:
+        return self.driver.journal.get(self.step)
+
+    def replay(self) -> bool:
+        """Settle from the journal if this step has a recorded outcome."""
+        rec = self.driver.journal.get(self.step)
+        if rec is None or rec.get("st") not in SETTLED:
+            return False
+        self.settle(self.driver.outcome_from_record(rec, self.kind))
+        return True
+
+    def settle(self, outcome: Outcome) -> None:
+        if not self.live:
+            return
+        self.live = False
+        self.driver.leaf_done(self)
+        if self.parent is not None:
+            self.parent.child_settled(self, outcome)
+
+    def abandon(self, cancel: bool, record: bool = True) -> None:
+        """Stop waiting for this node (a race loser, a timed-out branch, a cancelled step)."""
+        if not self.live:
+            return
+        self.live = False
+        self.driver.leaf_done(self)
+        self.on_abandon(cancel)
+        if record:
+            self.driver.record_abandoned(self)
+
+    def on_abandon(self, cancel: bool) -> None:
+        return None
+
+    def flag_cancel(self) -> None:
+        """Set ``cancelled`` on the activities of this subtree without abandoning them."""
+        return None
+
+
+# --------------------------------------------------------------------------
+# leaves
+# --------------------------------------------------------------------------
+
+
+class ActivityTask:
+    """One attempt of an activity, executed by a branch actor."""
+
+    __slots__ = ("args", "attempt", "context", "definition", "deliver", "limit", "node")
+
+    def __init__(self, node: ActivityNode, attempt: int, context: ActivityContext, limit: int) -> None:
+        self.node = node
+        self.attempt = attempt
+        self.definition = node.op.definition
+        self.args = node.op.args
+        self.context = context
+        self.limit = limit
+        self.deliver: Any = None
+
+    def wanted(self) -> bool:
+        return self.node.live and self.node.attempt == self.attempt
+
+    def execute(self, now: float) -> ActivityDone:
+        """Run the activity (in a branch actor's thread); never raises."""
+        definition = self.definition
+        kwargs: dict[str, Any] = {}
+        if definition.context_param is not None:
+            kwargs[definition.context_param] = self.context
+        try:
+            result = definition.fn(*self.args, **kwargs)
+        except BaseException as exc:  # SystemExit too: pykka would stop every actor
+            return ActivityDone(self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc)
+        try:
+            packed, value = encode(result, f"step {self.context.step}", root="result", limit=self.limit)
+        except (SerializationError, PayloadTooLargeError) as exc:
+            return ActivityDone(self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc)
+        return ActivityDone(self.node, self.attempt, True, value=value, packed=packed)
+
+
+class ActivityNode(Node):
+    __slots__ = ("attempt", "context", "op", "retry_handle", "timeout_handle")
+    kind = "activity"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ActivityOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+        self.attempt = 0
+        self.context: ActivityContext | None = None
+        self.retry_handle: Any = None
+        self.timeout_handle: Any = None
+
+    @property
+    def name(self) -> str | None:
+        return self.op.definition.name
+
+    def start(self) -> None:
+        if self.replay():
+            return
+        driver = self.driver
+        self.started = driver.now()
+        self.attempt = 1
+        driver.leaf_started(self, busy=True)
+        driver.record_running(self)
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        driver = self.driver
+        context = ActivityContext(run_id=driver.run_id, step=self.step, attempt=self.attempt, key=self.op.key)
+        self.context = context
+        driver.port.dispatch(ActivityTask(self, self.attempt, context, driver.port.max_payload))
+        crash_point("after_branch_spawn")
+        if self.op.timeout is not None:
+            self.timeout_handle = driver.port.call_later(self.op.timeout, AttemptTimedOut(self, self.attempt))
+
+    def on_done(self, msg: ActivityDone) -> None:
+        if not self.live or msg.attempt != self.attempt or self.retry_handle is not None:
+            self.driver.log.debug("late activity result dropped", step=self.step, attempt=msg.attempt)
+            return
+        self._cancel_timeout()
+        if msg.ok:
+            self.settle(Outcome(True, msg.value, msg.packed, attempt=self.attempt, finished=self.driver.now()))
+        else:
+            assert msg.error is not None
+            self._attempt_failed(msg.error, msg.original)
+
+    def _attempt_failed(self, error: BaseException, original: BaseException | None) -> None:
+        policy = self.op.retry
+        cause = original if original is not None else error
+        cancelled = self.context is not None and self.context.cancelled.is_set() and not isinstance(
+            error, ActivityTimeoutError
+        )
+        if (
+            policy is not None
+            and isinstance(cause, Exception)
+            and not cancelled
+            and policy.retries(cause, self.attempt)
+        ):
+            delay = policy.delay(self.attempt)
+            self.driver.log.info("activity attempt failed; retrying", step=self.step, attempt=self.attempt, delay=delay)
+            self.retry_handle = self.driver.port.call_later(delay, RetryDue(self, self.attempt + 1))
+            return
+        self.settle(Outcome(False, error=error, attempt=self.attempt, finished=self.driver.now()))
+
+    def on_retry(self, msg: RetryDue) -> None:
+        if not self.live or msg.attempt != self.attempt + 1:
+            return
+        self.retry_handle = None
+        self.attempt = msg.attempt
+        self._dispatch()
+
+    def on_timeout(self, msg: AttemptTimedOut) -> None:
+        if not self.live or msg.attempt != self.attempt or self.retry_handle is not None:
+            return
+        self.timeout_handle = None
+        if self.context is not None:
+            self.context.cancelled.set()
+        error = ActivityTimeoutError(
+            type_name(ActivityTimeoutError),
+            f"step {self.step} attempt {self.attempt} ran past its timeout of {self.op.timeout}s",
+        )
+        self._attempt_failed(error, error)
+
+    def _cancel_timeout(self) -> None:
+        if self.timeout_handle is not None:
+            self.timeout_handle.cancel()
+            self.timeout_handle = None
+
+    def on_abandon(self, cancel: bool) -> None:
+        self._cancel_timeout()
+        if self.retry_handle is not None:
+            self.retry_handle.cancel()
+            self.retry_handle = None
+        if cancel:
+            self.flag_cancel()
+
+    def flag_cancel(self) -> None:
+        if self.context is not None:
+            self.context.cancelled.set()
+
+
+class SleepNode(Node):
+    __slots__ = ("due", "op")
+    kind = "sleep"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SleepOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+        self.due = 0.0
+
+    def record_extra(self) -> dict[str, Any] | None:
+        return {"dl": self.due}
+
+    def start(self) -> None:
+        if self.replay():
+            return
+        driver = self.driver
+        rec = self.recorded()
+        if rec is not None and "dl" in rec:
+            self.due = float(rec["dl"])
+            self.started = float(rec.get("t0", driver.now()))
+        else:
+            self.started = driver.now()
+            self.due = self.op.until if self.op.until is not None else self.started + (self.op.seconds or 0.0)
+            driver.record_running(self, lazy=False)
+            driver.after_commit(lambda: crash_point("in_sleep"))
+        driver.leaf_started(self, busy=False)
+        driver.set_timer(self, self.due)
+
+    def on_timer(self) -> None:
+        if not self.live:
+            return
+        self.driver.clear_timer(self, self.due)
+        self.settle(Outcome(True, None, NONE_PACKED, finished=self.driver.now()))
+
+    def on_abandon(self, cancel: bool) -> None:
+        self.driver.clear_timer(self, self.due)
+
+
+class SignalNode(Node):
+    __slots__ = ("due", "op")
+    kind = "signal"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SignalOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+        self.due: float | None = None
+
+    @property
+    def name(self) -> str | None:
+        return self.op.signal
+
+    def record_extra(self) -> dict[str, Any] | None:
+        return None if self.due is None else {"dl": self.due}
+
+    def start(self) -> None:
+        driver = self.driver
+        rec = self.recorded()
+        if rec is not None and rec.get("st") in SETTLED:
+            for reservation in rec.get("res") or ():
+                driver.reserved.add((reservation[0], reservation[1]))
+            self.settle(driver.outcome_from_record(rec, self.kind))
+            return
+        self.started = float(rec["t0"]) if rec is not None and "t0" in rec else driver.now()
+        if self.op.timeout is not None:
+            self.due = float(rec["dl"]) if rec is not None and "dl" in rec else self.started + self.op.timeout
+        name = self.op.signal
+        other = driver.waiters.get(name)
+        if other is not None and other.live:
+            self.settle(
+                Outcome(
+                    False,
+                    error=ValueError(
+                        f"step {self.step}: step {other.step} of this run already waits on signal {name!r}; "
+                        "one coordination tree may wait on a signal name only once"
+                    ),
+                    finished=driver.now(),
+                )
+            )
+            return
+        driver.leaf_started(self, busy=False)
+        if self.try_take():
+            return
+        driver.waiters[name] = self
+        if rec is None:
+            driver.record_running(self)
+        if self.due is not None:
+            driver.set_timer(self, self.due)
+
+    def try_take(self) -> bool:
+        """Take the oldest buffered signal of this name that nobody reserved."""
+        if not self.live:
+            return False
+        driver = self.driver
+        found = driver.take_signal(self.op.signal)
+        if found is None:
+            return False
+        seq, record = found
+        self._stop_waiting()
+        packed = record["p"]
+        self.settle(
+            Outcome(
+                True,
+                driver.decode(packed),
+                packed,
+                finished=driver.now(),
+                res=[[self.op.signal, seq]],
+            )
+        )
+        return True
+
+    def on_timer(self) -> None:
+        if not self.live:
+            return
+        self._stop_waiting()
+        self.settle(
+            Outcome(
+                False,
+                error=TimeoutError(f"step {self.step}: no signal {self.op.signal!r} within {self.op.timeout}s"),
+                finished=self.driver.now(),
+            )
+        )
+
+    def _stop_waiting(self) -> None:
+        driver = self.driver
+        if driver.waiters.get(self.op.signal) is self:
+            del driver.waiters[self.op.signal]
+        if self.due is not None:
+            driver.clear_timer(self, self.due)
+
+    def on_abandon(self, cancel: bool) -> None:
+        self._stop_waiting()
+
+
+class ChildNode(Node):
+    __slots__ = ("child_id", "op")
+    kind = "child"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ChildOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+        self.child_id = ""
+
+    @property
+    def name(self) -> str | None:
+        return self.op.definition.name
+
+    def record_extra(self) -> dict[str, Any] | None:
+        return {"child": self.child_id}
+
+    def start(self) -> None:
+        if self.replay():
+            return
+        driver = self.driver
+        rec = self.recorded()
+        self.started = float(rec["t0"]) if rec is not None and "t0" in rec else driver.now()
+        self.child_id = self.op.run_id or f"{driver.run_id}/{self.step}"
+        driver.leaf_started(self, busy=False)
+        driver.children[self.step] = self
+        if rec is None:
+            driver.record_running(self)
+        driver.port.start_child(self.step, self.child_id, self.op.definition.name, self.op.packed_args)
+
+    def on_child_done(self, msg: ChildDone) -> None:
+        if not self.live:
+            return
+        self.driver.children.pop(self.step, None)
+        record = msg.record
+        if record.get("st") == "completed":
+            packed = record.get("res") or NONE_PACKED
+            self.settle(Outcome(True, self.driver.decode(packed), packed, finished=self.driver.now()))
+            return
+        data = record.get("err") or {"t": "builtins.Exception", "m": f"child run ended {record.get('st')}"}
+        error = ActivityError(data.get("t", "builtins.Exception"), data.get("m", ""), run_id=msg.child_id)
+        self.settle(Outcome(False, error=error, finished=self.driver.now()))
+
+    def on_abandon(self, cancel: bool) -> None:
+        self.driver.children.pop(self.step, None)
+        if cancel:
+            self.driver.port.cancel_child(self.child_id)
+
+
+class RecordNode(Node):
+    """now / uuid / random."""
+
+    __slots__ = ("op",)
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: RecordOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        return self.op.kind
+
+    def start(self) -> None:
+        if self.replay():
+            return
+        driver = self.driver
+        self.started = driver.now()
+        kind = self.op.kind
+        value: Any
+        if kind == "now":
+            value = datetime.fromtimestamp(driver.now(), tz=timezone.utc)
+        elif kind == "uuid":
+            value = str(uuid.uuid4())
+        else:
+            value = random.random()
+        packed, back = encode(value, f"step {self.step}")
+        self.settle(Outcome(True, back, packed, finished=self.started))
+
+
+class StateNode(Node):
+    __slots__ = ("op",)
+    kind = "state"
+
+    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: StateOp):
+        super().__init__(driver, step, parent, order, pos)
+        self.op = op
+
+    def start(self) -> None:
+        driver = self.driver
+        rec = self.recorded()
+        if rec is not None and rec.get("st") in SETTLED:
+            driver.port.set_state(driver.decode(rec.get("val")))
+            self.settle(Outcome(True, None, rec.get("val"), recorded=True))
+            return
+        self.started = driver.now()
+        driver.port.set_state(self.op.value)
+        self.settle(Outcome(True, None, self.op.packed, finished=self.started))
+
+
+# --------------------------------------------------------------------------
+# generator frames
+# --------------------------------------------------------------------------
+
+
+class GenNode(Node):
+    """Drives one generator: the workflow itself (the root) or a multi-step branch."""
+
+    __slots__ = ("counter", "current", "gen", "is_root", "prefix", "res", "starting", "sync")
+    kind = "branch"
+
+    def __init__(
+        self,
+        driver: RunDriver,
+        step: str,
+        parent: Parent | None,
+        order: tuple[int, ...],
+        pos: int,
+        gen: types.GeneratorType[Any, Any, Any],
+        is_root: bool = False,
+    ) -> None:
+        super().__init__(driver, step, parent, order, pos)
+        self.gen = gen
+        self.is_root = is_root
+        self.prefix = f"{step}." if step else ""
+        self.counter = 0
+        self.current: Node | None = None
+        self.sync: Outcome | None = None
+        self.starting = False
+        self.res: list[Reservation] = []
+
+    def start(self) -> None:
+        rec = self.recorded()
+        if rec is not None and rec.get("st") in SETTLED:
+            for reservation in rec.get("res") or ():
+                self.driver.reserved.add((reservation[0], reservation[1]))
+            self.gen.close()
+            self.settle(self.driver.outcome_from_record(rec, self.kind))
+            return
+        self.started = self.driver.now()
+        self.advance(None, None)
+
+    def advance(self, value: Any, error: BaseException | None) -> None:
+        """Run the generator until it waits on a step that has not settled yet."""
+        driver = self.driver
+        gen = self.gen
+        while True:
+            try:
+                op = gen.send(value) if error is None else gen.throw(error)
+            except StopIteration as stop:
+                self._complete(True, stop.value, None)
+                return
+            except BaseException as exc:  # the workflow's own error ends this frame
+                self._complete(False, None, exc)
+                return
+            value, error = None, None
+            index = self.counter
+            self.counter += 1
+            step = self.prefix + str(index)
+            if not isinstance(op, Operation):
+                error = TypeError(
+                    f"step {step}: a workflow must yield operations (ctx.run, ctx.all, ...), got {type(op).__name__}"
+                )
+                continue
+            mismatch = driver.check_replay(op, step)
+            if mismatch is not None:
+                error = mismatch
+                continue
+            node = driver.make_node(op, step, self, self.order + (index,), index)
+            self.current = node
+            if self.is_root and driver.cancel_pending:
+                driver.cancel_pending = False
+                driver.deliver_cancel(node)
+                return
+            self.starting = True
+            self.sync = None
+            try:
+                node.start()
+            finally:
+                self.starting = False
+            outcome = self.sync
+            if outcome is None:
+                return
+            self.sync = None
+            self.current = None
+            if outcome.ok:
+                value = outcome.value
+            else:
+                error = outcome.error
+                if self.is_root and isinstance(error, CancelledError):
+                    driver.cancel_delivered = True
+
+    def child_settled(self, node: Node, outcome: Outcome) -> None:
+        if self.current is node:
+            self.current = None
+        if not self.live and not self.is_root:
+            return
+        if outcome.ok and outcome.res and not self.is_root:
+            self.res.extend(outcome.res)
+        if outcome.recorded or isinstance(outcome.error, NonDeterminismError):
+            if self.starting:
+                self.sync = outcome
+            else:
+                self.resume(outcome)
+            return
+        driver = self.driver
+        driver.record_outcome(node, outcome)
+        if self.is_root:
+            if outcome.ok:
+                driver.consume(outcome.res, node.step)
+            else:
+                driver.release(outcome.res)
+        driver.after_commit(lambda: self.resume(outcome))
+
+    def resume(self, outcome: Outcome) -> None:
+        if not self.live or self.driver.finished:
+            return
+        if outcome.ok:
+            self.advance(outcome.value, None)
+        else:
+            self.advance(None, outcome.error)
+
+    def _complete(self, ok: bool, value: Any, error: BaseException | None) -> None:
+        driver = self.driver
+        if self.is_root:
+            self.live = False
+            driver.finish_run(ok, value, error)
+            return
+        if ok:
+            try:
+                packed, back = encode(value, f"step {self.step}", root="result", limit=driver.port.max_payload)
+            except (SerializationError, PayloadTooLargeError) as exc:
+                ok, error = False, exc
+            else:
+                self.settle(Outcome(True, back, packed, finished=driver.now(), res=list(self.res)))
+                return
+        assert error is not None
+        driver.release(self.res)
+        self.res = []
+        if not isinstance(error, NonDeterminismError):
+            error = ActivityError.from_exception(error)
+        self.settle(Outcome(False, error=error, finished=driver.now()))
+
+    def on_abandon(self, cancel: bool) -> None:
+        if self.current is not None:
+            self.current.abandon(cancel)
+            self.current = None
+        self.driver.release(self.res)
+        self.res = []
+        try:
+            self.gen.close()
+        except BaseException:  # a finally block that yields; the branch is gone either way
+            self.driver.log.warning("losing branch generator did not close cleanly", step=self.step)
+
+    def flag_cancel(self) -> None:
+        if self.current is not None:
+            self.current.flag_cancel()
+
+

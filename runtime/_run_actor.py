@@ -1,0 +1,204 @@
+"""RunActor: one per active run; it owns the run's driver while it is alive.
+
+A run that only sleeps or waits holds no thread: its actor tells the
+supervisor it is idle, the supervisor asks it to passivate, and it stops;
+the driver (the generator and its replay state) stays in memory with the
+supervisor until a timer, a signal or a child wakes the run again.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
+
+from ._branch import BranchPool
+from ._clock import Clock
+from ._driver import RunDriver
+from ._messages import (
+    CancelChild,
+    Committed,
+    Idle,
+    Passivate,
+    Passivated,
+    PassivateRefused,
+    RunCrashed,
+    RunEnded,
+    StartChild,
+)
+from ._nodes import ActivityTask
+from ._registry import Registry
+from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
+
+__all__ = ["Completions", "RunActor", "RunPort", "Services", "safe_tell"]
+
+
+def safe_tell(ref: pykka.ActorRef[Any] | None, message: Any) -> None:
+    """Tell ``ref``; a stopped actor means the message is no longer wanted."""
+    if ref is None:
+        return
+    try:
+        ref.tell(message)
+    except pykka.ActorDeadError:
+        pass
+
+
+class Completions:
+    """Lets ``handle.result()`` wait for a run's terminal record without polling."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiters: dict[str, list[threading.Event]] = {}
+
+    def watch(self, run_id: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._waiters.setdefault(run_id, []).append(event)
+        return event
+
+    def unwatch(self, run_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._waiters.get(run_id)
+            if events and event in events:
+                events.remove(event)
+                if not events:
+                    del self._waiters[run_id]
+
+    def notify(self, run_id: str) -> None:
+        with self._lock:
+            events = self._waiters.pop(run_id, [])
+        for event in events:
+            event.set()
+
+
+@dataclass
+class Services:
+    """What every run actor shares."""
+
+    store: Store
+    writer: pykka.ActorRef[StoreWriter]
+    pool: BranchPool
+    scheduler: Scheduler
+    timers: pykka.ActorRef[TimerService]
+    registry: Registry
+    clock: Clock
+    log: Any
+    max_payload: int = DEFAULT_MAX_PAYLOAD
+    completions: Completions = field(default_factory=Completions)
+    states: dict[str, Any] = field(default_factory=dict)
+    entries: dict[str, Any] = field(default_factory=dict)  # the supervisor's table; others only read it
+    supervisor: pykka.ActorRef[Any] | None = None
+
+
+class RunPort:
+    """The driver's window on the rest of the runtime."""
+
+    def __init__(self, services: Services, run_id: str) -> None:
+        self.services = services
+        self.run_id = run_id
+        self.ref: pykka.ActorRef[RunActor] | None = None
+        self.store = services.store
+        self.registry = services.registry
+        self.clock = services.clock
+        self.max_payload = services.max_payload
+        self.log = services.log
+
+    def submit(self, ops: Sequence[Op], batch: int | None, lazy: bool) -> None:
+        ack = None
+        if batch is not None:
+            ref = self.ref
+
+            def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
+                safe_tell(ref, Committed(batch, error))
+
+        self.services.writer.tell(WriteRequest(ops, ack, lazy))
+
+    def dispatch(self, task: ActivityTask) -> None:
+        ref = self.ref
+        task.deliver = lambda message: safe_tell(ref, message)
+        self.services.pool.submit(task)
+
+    def call_later(self, delay: float, message: Any) -> TimerHandle:
+        ref = self.ref
+        return self.services.scheduler.call_later(delay, lambda: safe_tell(ref, message))
+
+    def add_timer(self, step: str, due: float) -> None:
+        self.services.timers.tell(AddTimer(self.run_id, step, due))
+
+    def remove_timer(self, step: str) -> None:
+        self.services.timers.tell(RemoveTimer(self.run_id, step))
+
+    def start_child(self, step: str, child_id: str, workflow: str, packed_args: bytes) -> None:
+        safe_tell(self.services.supervisor, StartChild(self.run_id, step, child_id, workflow, packed_args))
+
+    def cancel_child(self, child_id: str) -> None:
+        safe_tell(self.services.supervisor, CancelChild(child_id))
+
+    def set_state(self, value: Any) -> None:
+        self.services.states[self.run_id] = value
+
+    def run_finished(self, status: str, record: dict[str, Any]) -> None:
+        self.services.completions.notify(self.run_id)
+        safe_tell(self.services.supervisor, RunEnded(self.run_id, status, record))
+
+
+class RunActor(pykka.ThreadingActor):
+    """Drives one run; replays it from the journal when started without a driver."""
+
+    use_daemon_thread = True
+
+    def __init__(self, services: Services, run_id: str, driver: RunDriver | None) -> None:
+        super().__init__()
+        self.services = services
+        self.run_id = run_id
+        self.driver = driver
+
+    def on_start(self) -> None:
+        try:
+            if self.driver is None:
+                record = self.services.store.get("runs", run_key(self.run_id))
+                if record is None:
+                    raise LookupError(f"run {self.run_id} has no record")
+                self.driver = RunDriver(RunPort(self.services, self.run_id), record)
+            self.driver.port.ref = self.actor_ref
+            if not self.driver.begun:
+                self.driver.begin()
+            self._after()
+        except Exception as exc:
+            self._crash(exc)
+
+    def on_receive(self, message: Any) -> Any:
+        driver = self.driver
+        if driver is None:
+            return None
+        if isinstance(message, Passivate):
+            if driver.idle and message.generation == driver.generation:
+                driver.suspend()
+                safe_tell(self.services.supervisor, Passivated(self.run_id, message.generation, driver))
+                self.stop()
+            else:
+                safe_tell(self.services.supervisor, PassivateRefused(self.run_id))
+            return None
+        try:
+            driver.handle(message)
+            self._after()
+        except Exception as exc:
+            self._crash(exc)
+        return None
+
+    def _after(self) -> None:
+        driver = self.driver
+        assert driver is not None
+        driver.flush()
+        if driver.idle:
+            safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
+
+    def _crash(self, exc: BaseException) -> None:
+        self.services.log.error("run actor crashed; the supervisor restarts it from the journal", run_id=self.run_id, error=repr(exc), exc_info=exc)
+        safe_tell(self.services.supervisor, RunCrashed(self.run_id, repr(exc)))
+        self.stop()

@@ -1,0 +1,390 @@
+"""Runtime (the facade a service embeds) and RunHandle."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from treadle.storage import (
+    DEFAULT_MAX_PAYLOAD,
+    LmdbStore,
+    Store,
+    StoreWriter,
+    decode,
+    encode,
+    journal_prefix,
+    run_key,
+)
+
+from ._branch import BranchPool
+from ._clock import Clock, SystemClock
+from ._errors import (
+    ActivityError,
+    RunNotFoundError,
+    RunParkedError,
+    WorkflowFailedError,
+    error_from_data,
+)
+from ._log import get_logger
+from ._messages import Route, TimerFired
+from ._records import RunStatus, RunSummary, StepRecord, shape_value
+from ._registry import Registry, default_registry
+from ._run_actor import Services
+from ._scheduler import AddTimer, Scheduler, TimerService
+from ._supervisor import CreateRun, RequestCancel, SendSignal, Shutdown, Supervisor
+
+__all__ = ["RunHandle", "Runtime"]
+
+_COORDINATORS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum"})
+_ASK_TIMEOUT = 30.0
+
+
+def _check_run_id(run_id: Any, param: str = "run_id") -> str:
+    if not isinstance(run_id, str):
+        raise TypeError(f"{param} must be a str, got {type(run_id).__name__} {run_id!r}")
+    if not run_id or len(run_id) > 1024:
+        raise ValueError(f"{param} must have 1 to 1024 characters, got {len(run_id)}")
+    return run_id
+
+
+def _utc(stamp: Any) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(float(stamp), tz=timezone.utc)
+
+
+class Runtime:
+    """An embedded treadle runtime on the LMDB store in folder ``path``.
+
+    Opening it starts the actor system and resumes every unfinished run whose
+    workflow is registered.
+
+    Args:
+        path: the store's folder (created if missing). One runtime process per store.
+        max_branch_actors: cap on live branch actors, runtime-wide.
+        durability: ``"sync"`` (fsync every commit) or ``"fast"``.
+        clock: a :class:`Clock` (tests pass ``treadle.runtime.testing.FakeClock``).
+        executor: where activities run; ``"threads"``.
+        max_payload: cap in bytes of one stored value (arguments, results, signals).
+
+    Example::
+
+        with Runtime("./treadle-data") as rt:
+            handle = rt.start(enrich_order, order, run_id="order-42")
+            print(handle.result(timeout=30))
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        max_branch_actors: int = 256,
+        durability: str = "sync",
+        clock: Clock | None = None,
+        executor: str = "threads",
+        registry: Registry | None = None,
+        max_payload: int = DEFAULT_MAX_PAYLOAD,
+        max_map_size: int | None = None,
+    ) -> None:
+        if not isinstance(path, str) and not hasattr(path, "__fspath__"):
+            raise TypeError(f"path must be a str or path-like, got {type(path).__name__}")
+        if isinstance(max_branch_actors, bool) or not isinstance(max_branch_actors, int):
+            raise TypeError(f"max_branch_actors must be an int, got {type(max_branch_actors).__name__}")
+        if max_branch_actors < 1:
+            raise ValueError(f"max_branch_actors must be >= 1, got {max_branch_actors}")
+        if durability not in ("sync", "fast"):
+            raise ValueError(f"durability must be 'sync' or 'fast', got {durability!r}")
+        if executor != "threads":
+            raise ValueError(f"executor must be 'threads' (the only executor in this release), got {executor!r}")
+        if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
+            raise ValueError(f"max_payload must be a positive int of bytes, got {max_payload!r}")
+        self._closed = False
+        self._lock = threading.Lock()
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.registry = registry if registry is not None else default_registry
+        self.max_payload = max_payload
+        extra = {} if max_map_size is None else {"max_map_size": max_map_size}
+        store = LmdbStore(str(path), durability=durability, **extra)
+        self.store: Store = store
+        self._lmdb = store
+        self._scheduler: Scheduler | None = None
+        try:
+            self._start(max_branch_actors)
+        except BaseException:
+            self._stop_services()
+            raise
+
+    def _start(self, max_branch_actors: int) -> None:
+        log = get_logger("treadle.runtime")
+        self._scheduler = Scheduler(self.clock)
+        self._writer = StoreWriter.start(self.store)
+        self._pool = BranchPool(max_branch_actors, self.clock.time)
+        holder: dict[str, Any] = {}
+
+        def fire(run_id: str, step: str) -> None:
+            supervisor = holder.get("supervisor")
+            if supervisor is not None:
+                supervisor.tell(Route(run_id, TimerFired(step)))
+
+        self._timers = TimerService.start(self.clock, self._scheduler, fire)
+        self._services = Services(
+            store=self.store,
+            writer=self._writer,
+            pool=self._pool,
+            scheduler=self._scheduler,
+            timers=self._timers,
+            registry=self.registry,
+            clock=self.clock,
+            log=log,
+            max_payload=self.max_payload,
+        )
+        self._supervisor = Supervisor.start(self._services)
+        holder["supervisor"] = self._supervisor
+        for _, timer in self.store.scan("timers"):
+            self._timers.tell(AddTimer(timer["run"], timer["step"], float(timer["due"])))
+
+    # -- runs ---------------------------------------------------------------------------
+
+    @property
+    def supervisor(self) -> Any:
+        """The supervisor's pykka ``ActorRef``: ask it ``StartRun``/``Signal``/``Cancel`` messages."""
+        return self._supervisor
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this Runtime has been shut down")
+
+    def start(self, workflow: Callable[..., Any] | str, *args: Any, run_id: str | None = None) -> RunHandle:
+        """Start a run of ``workflow`` (the decorated function or its registered name).
+
+        The same ``run_id`` again returns the existing run; it is never started
+        twice. Returns once the run is durable.
+
+        Raises:
+            TypeError / ValueError: unknown workflow, bad ``run_id``, or the id
+                exists with another workflow.
+            SerializationError / PayloadTooLargeError: arguments that cannot be stored.
+        """
+        self._check_open()
+        definition = self.registry.workflow(workflow)
+        run_id = uuid.uuid4().hex if run_id is None else _check_run_id(run_id)
+        packed, _ = encode(list(args), f"start of {definition.name}", root="args", limit=self.max_payload)
+        kind, info, stored_args = self._supervisor.ask(CreateRun(run_id, definition.name, packed), timeout=_ASK_TIMEOUT)
+        if kind == "exists":
+            if info != definition.name:
+                raise ValueError(f"run {run_id!r} already exists with workflow {info!r}, not {definition.name!r}")
+            if stored_args is not None and stored_args != packed:
+                self._services.log.info("start of an existing run: the new arguments are ignored", run_id=run_id)
+            return RunHandle(self, run_id)
+        info.wait(_ASK_TIMEOUT)
+        return RunHandle(self, run_id)
+
+    def get(self, run_id: str) -> RunHandle:
+        """A handle on an existing run. Raises RunNotFoundError if there is none."""
+        _check_run_id(run_id)
+        if self.store.get("runs", run_key(run_id)) is None:
+            raise RunNotFoundError(run_id)
+        return RunHandle(self, run_id)
+
+    def runs(self, status: RunStatus | str | None = None) -> list[RunSummary]:
+        """Summaries of every run in the store, optionally only those with ``status``."""
+        wanted = None if status is None else RunStatus(status)
+        summaries = []
+        for _, record in self.store.scan("runs"):
+            summary = RunSummary(
+                run_id=record["id"],
+                workflow=record["wf"],
+                status=self._status(record["id"], record),
+                created=_utc(record.get("created")) or datetime.now(timezone.utc),
+                updated=_utc(record.get("up")) or datetime.now(timezone.utc),
+            )
+            if wanted is None or summary.status == wanted:
+                summaries.append(summary)
+        return summaries
+
+    def _status(self, run_id: str, record: dict[str, Any]) -> RunStatus:
+        stored = RunStatus(record.get("st", "running"))
+        if stored.finished or stored == RunStatus.PARKED:
+            return stored
+        entry = self._services_entry(run_id)
+        if entry is not None:
+            return entry.status  # type: ignore[no-any-return]
+        return stored
+
+    def _services_entry(self, run_id: str) -> Any:
+        return self._services.entries.get(run_id)
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def shutdown(self, wait: bool = True) -> None:
+        """Stop every actor and close the store (bounded; activities still running are left behind)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._supervisor.ask(Shutdown(10.0 if wait else 1.0), timeout=30)
+        except Exception:
+            self._services.log.warning("supervisor did not shut down cleanly")
+        self._stop_services()
+
+    def _stop_services(self) -> None:
+        for name in ("_supervisor", "_timers"):
+            ref = getattr(self, name, None)
+            if ref is not None:
+                try:
+                    ref.stop(block=True, timeout=5)
+                except Exception:
+                    pass
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            try:
+                writer.stop(block=True, timeout=10)
+            except Exception:
+                pass
+        if self._scheduler is not None:
+            self._scheduler.stop()
+        self._lmdb.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.shutdown()
+
+
+class RunHandle:
+    """A handle on one run; cheap to create, safe to share between threads."""
+
+    def __init__(self, runtime: Runtime, run_id: str) -> None:
+        self._rt = runtime
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"RunHandle({self.run_id!r})"
+
+    def _record(self) -> dict[str, Any]:
+        record = self._rt.store.get("runs", run_key(self.run_id))
+        if record is None:
+            raise RunNotFoundError(self.run_id)
+        return record
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The run's return value, waiting up to ``timeout`` seconds.
+
+        Raises:
+            WorkflowFailedError: the run failed or was cancelled.
+            RunParkedError: the run is parked (its code no longer matches its journal).
+            TimeoutError: not finished in time.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        completions = self._rt._services.completions
+        while True:
+            event = completions.watch(self.run_id)
+            try:
+                record = self._record()
+                status = record.get("st")
+                if status == "completed":
+                    return decode(record.get("res"))
+                if status in ("failed", "cancelled"):
+                    err = record.get("err") or {"t": "treadle.runtime.CancelledError", "m": "the run was cancelled"}
+                    raise WorkflowFailedError(self.run_id, err.get("t", "?"), err.get("m", ""))
+                if status == "parked":
+                    err = record.get("err") or {}
+                    raise RunParkedError(self.run_id, err.get("m", "workflow code does not match the journal"))
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout}s")
+                event.wait(remaining if remaining is None else min(remaining, 5.0))
+            finally:
+                completions.unwatch(self.run_id, event)
+
+    def status(self) -> RunStatus:
+        """RUNNING, SUSPENDED, COMPLETED, FAILED, CANCELLED or PARKED."""
+        return self._rt._status(self.run_id, self._record())
+
+    def signal(self, name: str, payload: Any = None, key: str | None = None) -> bool:
+        """Send signal ``name``; durable before this returns.
+
+        With ``key``, a re-sent signal is a no-op (returns ``False``).
+
+        Raises:
+            RunNotFoundError, RunFinishedError, SerializationError, PayloadTooLargeError.
+        """
+        self._rt._check_open()
+        if not isinstance(name, str):
+            raise TypeError(f"signal name must be a str, got {type(name).__name__}")
+        if not name or len(name) > 256:
+            raise ValueError(f"signal name must have 1 to 256 characters, got {len(name)}")
+        if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
+            raise TypeError(f"key must be None or a str of 1 to 256 characters, got {key!r}")
+        packed, _ = encode(payload, f"signal {name!r}", root="payload", limit=self._rt.max_payload)
+        kind, pending = self._rt._supervisor.ask(SendSignal(self.run_id, name, packed, key), timeout=_ASK_TIMEOUT)
+        if pending is not None:
+            pending.wait(_ASK_TIMEOUT)
+        return bool(kind == "sent")
+
+    def cancel(self) -> bool:
+        """Raise CancelledError into the workflow at its current yield.
+
+        Returns ``False`` (and does nothing) if the run has already finished.
+        """
+        self._rt._check_open()
+        kind, pending = self._rt._supervisor.ask(RequestCancel(self.run_id), timeout=_ASK_TIMEOUT)
+        if kind == "sent":
+            pending.wait(_ASK_TIMEOUT)
+            return True
+        return bool(kind == "already")
+
+    def state(self) -> Any:
+        """The last value the workflow gave ``ctx.set_state()`` (``None`` before the first)."""
+        states = self._rt._services.states
+        if self.run_id in states:
+            return states[self.run_id]
+        last: tuple[list[int], Any] | None = None
+        for _, rec in self._rt.store.scan("journal", journal_prefix(self.run_id)):
+            if rec.get("k") == "state" and rec.get("st") == "completed":
+                order = rec.get("o", [])
+                if last is None or order > last[0]:
+                    last = (order, rec.get("val"))
+        return None if last is None else decode(last[1])
+
+    def history(self) -> list[StepRecord]:
+        """Every step, branches included, in step order."""
+        self._record()
+        records = [
+            rec
+            for _, rec in self._rt.store.scan("journal", journal_prefix(self.run_id))
+            if not str(rec.get("s", "@")).startswith("@")
+        ]
+        records.sort(key=lambda rec: rec.get("o", []))
+        return [_step_record(rec, self.run_id) for rec in records]
+
+
+def _step_record(rec: dict[str, Any], run_id: str) -> StepRecord:
+    kind = rec.get("k", "?")
+    value: Any = None
+    error: ActivityError | None = None
+    if rec.get("st") == "completed":
+        value = decode(rec.get("val"))
+        if kind in _COORDINATORS:
+            value = shape_value(kind, value, rec, run_id=run_id)
+    elif rec.get("err") is not None:
+        rebuilt = error_from_data(rec["err"], run_id)
+        error = rebuilt if isinstance(rebuilt, ActivityError) else ActivityError.from_exception(rebuilt)
+    return StepRecord(
+        step=rec["s"],
+        kind=kind,
+        name=rec.get("n"),
+        status=rec.get("st", "running"),
+        value=value,
+        error=error,
+        attempt=int(rec.get("a", 1)),
+        started=_utc(rec.get("t0")),
+        finished=_utc(rec.get("t1")),
+    )

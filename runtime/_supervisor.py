@@ -1,0 +1,572 @@
+"""The Supervisor actor: starts, wakes, passivates and restarts run actors.
+
+It is the only place that knows which runs are alive, dormant or finished,
+so every message for a run that may not be running (timers, signals, child
+results, cancellation) is routed through it. It never blocks on a commit on
+the hot path: writes it makes are acknowledged back to it as messages.
+
+Services that already use pykka can ask it :class:`StartRun`,
+:class:`Signal` and :class:`Cancel` directly (``rt.supervisor``).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pykka
+
+from treadle.storage import (
+    Op,
+    WriteRequest,
+    crash_point,
+    journal_key,
+    run_key,
+    signal_index_key,
+    signal_key,
+    signal_prefix,
+)
+
+from ._driver import CANCEL_STEP, RunDriver
+from ._errors import RunFinishedError, RunNotFoundError
+from ._messages import (
+    CancelChild,
+    CancelRun,
+    ChildDone,
+    Idle,
+    Passivate,
+    Passivated,
+    PassivateRefused,
+    Route,
+    RunCrashed,
+    RunEnded,
+    SignalArrived,
+    StartChild,
+    Wake,
+)
+from ._records import RunStatus
+from ._run_actor import RunActor, Services, safe_tell
+
+__all__ = ["Cancel", "Signal", "StartRun", "Supervisor"]
+
+FINISHED = frozenset({"completed", "failed", "cancelled"})
+
+
+# -- public messages --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRun:
+    """Ask: start ``workflow`` (registered name) with ``args``; the reply is the run id, once durable."""
+
+    workflow: str
+    args: tuple[Any, ...] = ()
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Ask: send a signal; the reply is ``True`` once it is durable (``False``: a duplicate ``key``)."""
+
+    run_id: str
+    name: str
+    payload: Any = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask: cancel a run; the reply is ``True``, or ``False`` if it had already finished."""
+
+    run_id: str
+
+
+# -- internal messages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateRun:
+    run_id: str
+    workflow: str
+    packed_args: bytes
+    parent: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SendSignal:
+    run_id: str
+    name: str
+    packed: bytes
+    key: str | None
+
+
+@dataclass(frozen=True)
+class RequestCancel:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class _Created:
+    run_id: str
+    error: BaseException | None
+
+
+@dataclass(frozen=True)
+class _SignalStored:
+    run_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class _Restart:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    timeout: float = 10.0
+
+
+class Pending:
+    """A write the caller waits on: ``wait()`` returns once durable or raises its error."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: BaseException | None = None
+
+    def done(self, error: BaseException | None) -> None:
+        self.error = error
+        self.event.set()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        if not self.event.wait(timeout):
+            raise TimeoutError(f"store commit not acknowledged within {timeout}s")
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass
+class Entry:
+    run_id: str
+    workflow: str
+    status: RunStatus = RunStatus.RUNNING
+    ref: pykka.ActorRef[RunActor] | None = None
+    driver: RunDriver | None = None
+    generation: int = 0
+    passivating: bool = False
+    creating: bool = False
+    pending: list[Any] = field(default_factory=list)
+    stopping: pykka.ActorRef[RunActor] | None = None
+    waits: list[str] = field(default_factory=list)
+    crashes: int = 0
+    parent: tuple[str, str] | None = None
+    watchers: list[tuple[str, str]] = field(default_factory=list)
+    cancel_requested: bool = False
+
+
+class Supervisor(pykka.ThreadingActor):
+    use_daemon_thread = True
+
+    def __init__(self, services: Services) -> None:
+        super().__init__()
+        self.services = services
+        self.store = services.store
+        self.log = services.log.bind(component="supervisor")
+        self.entries: dict[str, Entry] = services.entries
+        self.seqs: dict[str, int] = {}
+        self.pending_keys: dict[tuple[str, str, str], Pending] = {}
+        self.closing = False
+
+    # -- start-up -----------------------------------------------------------------
+
+    def on_start(self) -> None:
+        self.services.supervisor = self.actor_ref
+        registry = self.services.registry
+        for _, record in self.store.scan("runs"):
+            status = record.get("st")
+            if status in FINISHED:
+                continue
+            run_id, workflow = record["id"], record["wf"]
+            if workflow not in registry.workflows:
+                self.log.warning("run left untouched: its workflow is not registered", run_id=run_id, workflow=workflow)
+                continue
+            entry = Entry(run_id, workflow, parent=_parent(record))
+            self.entries[run_id] = entry
+            if status == "suspended":
+                entry.status = RunStatus.SUSPENDED
+                entry.waits = list(record.get("waits") or [])
+                if self._has_buffered(run_id, entry.waits) or self._cancel_recorded(run_id):
+                    self._activate(entry)
+            else:
+                self._activate(entry)
+
+    def _has_buffered(self, run_id: str, names: list[str]) -> bool:
+        for name in names:
+            for _, rec in self.store.scan("signals", signal_prefix(run_id, name)):
+                if not rec.get("consumed"):
+                    return True
+        return False
+
+    def _cancel_recorded(self, run_id: str) -> bool:
+        return self.store.get("journal", journal_key(run_id, CANCEL_STEP)) is not None
+
+    # -- dispatch -------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        if self.closing and not isinstance(message, Shutdown):
+            if isinstance(message, (CreateRun, SendSignal, RequestCancel, StartRun, Signal, Cancel)):
+                raise RuntimeError("the runtime is shutting down")
+            return None
+        handler = _HANDLERS.get(type(message))
+        if handler is None:
+            return super().on_receive(message)
+        return handler(self, message)
+
+    # -- creating runs -----------------------------------------------------------------
+
+    def _existing(self, run_id: str) -> dict[str, Any] | None:
+        return self.store.get("runs", run_key(run_id))
+
+    def on_create(self, message: CreateRun) -> tuple[str, Any, Any]:
+        entry = self.entries.get(message.run_id)
+        if entry is not None:
+            return ("exists", entry.workflow, None)
+        record = self._existing(message.run_id)
+        if record is not None:
+            return ("exists", record["wf"], record.get("args"))
+        now = self.services.clock.time()
+        record = {
+            "v": 1,
+            "id": message.run_id,
+            "wf": message.workflow,
+            "args": message.packed_args,
+            "st": "running",
+            "created": now,
+            "up": now,
+            "parent": list(message.parent) if message.parent else None,
+        }
+        entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent)
+        self.entries[message.run_id] = entry
+        pending = Pending()
+        me = self.actor_ref
+
+        def ack(error: BaseException | None) -> None:
+            pending.done(error)
+            safe_tell(me, _Created(message.run_id, error))
+
+        self.services.writer.tell(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
+        return ("created", pending, None)
+
+    def on_created(self, message: _Created) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        entry.creating = False
+        if message.error is not None:
+            del self.entries[message.run_id]
+            return
+        self._activate(entry)
+
+    def on_start_run(self, message: StartRun) -> str:
+        from treadle.storage import encode
+
+        definition = self.services.registry.workflow(message.workflow, "StartRun.workflow")
+        run_id = message.run_id or uuid.uuid4().hex
+        packed, _ = encode(list(message.args), f"StartRun({definition.name})", root="args", limit=self.services.max_payload)
+        kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed))
+        if kind == "exists":
+            if info != definition.name:
+                raise ValueError(f"run {run_id!r} exists with workflow {info!r}, not {definition.name!r}")
+            return run_id
+        info.wait()
+        return run_id
+
+    def on_start_child(self, message: StartChild) -> None:
+        link = (message.parent, message.step)
+        entry = self.entries.get(message.child_id)
+        if entry is not None:
+            if link not in entry.watchers and entry.parent != link:
+                entry.watchers.append(link)
+            return
+        record = self._existing(message.child_id)
+        if record is not None:
+            if record.get("st") in FINISHED:
+                self._route(message.parent, ChildDone(message.step, message.child_id, record))
+                return
+            entry = Entry(message.child_id, record["wf"], parent=_parent(record))
+            if link != entry.parent:
+                entry.watchers.append(link)
+            self.entries[message.child_id] = entry
+            if record["wf"] in self.services.registry.workflows:
+                self._activate(entry)
+            return
+        self.on_create(CreateRun(message.child_id, message.workflow, message.packed_args, link))
+
+    # -- routing, activation, passivation ----------------------------------------------------
+
+    def _activate(self, entry: Entry) -> None:
+        if entry.stopping is not None:
+            entry.stopping.actor_stopped.wait(5.0)
+            entry.stopping = None
+        entry.ref = RunActor.start(self.services, entry.run_id, entry.driver)
+        entry.status = RunStatus.RUNNING
+
+    def _route(self, run_id: str, message: Any) -> None:
+        entry = self.entries.get(run_id)
+        if entry is None:
+            record = self._existing(run_id)
+            if record is None or record.get("st") in FINISHED or record.get("st") == "parked":
+                return
+            if record["wf"] not in self.services.registry.workflows:
+                return
+            entry = Entry(run_id, record["wf"], status=RunStatus.SUSPENDED, parent=_parent(record))
+            self.entries[run_id] = entry
+        if entry.passivating or entry.creating:
+            entry.pending.append(message)
+            return
+        if entry.ref is None:
+            self._activate(entry)
+        assert entry.ref is not None
+        entry.generation += 1
+        safe_tell(entry.ref, Wake(message, entry.generation))
+
+    def on_route(self, message: Route) -> None:
+        self._route(message.run_id, message.message)
+
+    def on_idle(self, message: Idle) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None or entry.ref is None or entry.passivating or entry.generation != message.generation:
+            return
+        entry.passivating = True
+        safe_tell(entry.ref, Passivate(message.generation))
+
+    def on_passivated(self, message: Passivated) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        entry.passivating = False
+        entry.stopping, entry.ref = entry.ref, None
+        entry.status = RunStatus.SUSPENDED
+        entry.crashes = 0
+        entry.driver = message.driver
+        if entry.driver is not None:
+            entry.waits = entry.driver.waits
+        self._flush_pending(entry)
+
+    def on_passivate_refused(self, message: PassivateRefused) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        entry.passivating = False
+        self._flush_pending(entry)
+
+    def _flush_pending(self, entry: Entry) -> None:
+        pending, entry.pending = entry.pending, []
+        for item in pending:
+            self._route(entry.run_id, item)
+
+    def on_run_ended(self, message: RunEnded) -> None:
+        entry = self.entries.pop(message.run_id, None)
+        self.seqs.pop(message.run_id, None)
+        self.services.states.pop(message.run_id, None)
+        watchers: list[tuple[str, str]] = []
+        parent = _parent(message.record)
+        if parent is not None:
+            watchers.append(parent)
+        if entry is not None:
+            if entry.ref is not None:
+                entry.ref.stop(block=False)
+            watchers.extend(w for w in entry.watchers if w not in watchers)
+        if message.status in FINISHED:
+            for parent_id, step in watchers:
+                self._route(parent_id, ChildDone(step, message.run_id, message.record))
+
+    def on_crashed(self, message: RunCrashed) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        entry.stopping, entry.ref, entry.driver = entry.ref, None, None
+        entry.passivating = False
+        entry.crashes += 1
+        delay = min(0.05 * (2 ** min(entry.crashes, 10)), 30.0)
+        self.log.warning("restarting crashed run", run_id=message.run_id, attempt=entry.crashes, delay=delay)
+        me = self.actor_ref
+        self.services.scheduler.call_later(delay, lambda: safe_tell(me, _Restart(message.run_id)))
+
+    def on_restart(self, message: _Restart) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None or entry.ref is not None:
+            return
+        self._activate(entry)
+        self._flush_pending(entry)
+
+    # -- signals ----------------------------------------------------------------------------
+
+    def _status_of(self, run_id: str) -> str:
+        entry = self.entries.get(run_id)
+        record = self._existing(run_id)
+        if record is None:
+            if entry is not None:
+                return "running"
+            raise RunNotFoundError(run_id)
+        return str(record.get("st"))
+
+    def on_send_signal(self, message: SendSignal) -> tuple[str, Pending | None]:
+        status = self._status_of(message.run_id)
+        if status in FINISHED:
+            raise RunFinishedError(message.run_id, status)
+        if message.key is not None:
+            marker = (message.run_id, message.name, message.key)
+            if marker in self.pending_keys:
+                return ("duplicate", self.pending_keys[marker])
+            if self.store.get("signals", signal_index_key(message.run_id, message.name, message.key)) is not None:
+                return ("duplicate", None)
+        seq = self._next_seq(message.run_id)
+        record = {
+            "v": 1,
+            "name": message.name,
+            "p": message.packed,
+            "key": message.key,
+            "consumed": False,
+            "sent": self.services.clock.time(),
+        }
+        ops = [Op("signals", signal_key(message.run_id, message.name, seq), record)]
+        if message.key is not None:
+            ops.append(
+                Op(
+                    "signals",
+                    signal_index_key(message.run_id, message.name, message.key),
+                    {"v": 1, "name": message.name, "seq": seq},
+                )
+            )
+        pending = Pending()
+        me = self.actor_ref
+        marker_key = (message.run_id, message.name, message.key) if message.key is not None else None
+        if marker_key is not None:
+            self.pending_keys[marker_key] = pending
+
+        def ack(error: BaseException | None) -> None:
+            pending.done(error)
+            if error is None:
+                crash_point("after_signal_persist")
+            safe_tell(me, _SignalStored(message.run_id, message.name))
+
+        self.services.writer.tell(WriteRequest(ops, ack))
+        return ("sent", pending)
+
+    def _next_seq(self, run_id: str) -> int:
+        seq = self.seqs.get(run_id)
+        if seq is None:
+            seq = 0
+            for key, _ in self.store.scan("signals", signal_prefix(run_id)):
+                seq = max(seq, int.from_bytes(key[-8:], "big"))
+        seq += 1
+        self.seqs[run_id] = seq
+        return seq
+
+    def on_signal_stored(self, message: _SignalStored) -> None:
+        for marker in [m for m in self.pending_keys if m[0] == message.run_id and m[1] == message.name]:
+            if self.pending_keys[marker].event.is_set():
+                del self.pending_keys[marker]
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        if entry.ref is None and not entry.creating and not entry.passivating:
+            waits = entry.driver.waits if entry.driver is not None else entry.waits
+            if message.name not in waits:
+                return
+        self._route(message.run_id, SignalArrived(message.name))
+
+    def on_signal(self, message: Signal) -> bool:
+        from treadle.storage import encode
+
+        packed, _ = encode(message.payload, "Signal.payload", root="payload", limit=self.services.max_payload)
+        kind, pending = self.on_send_signal(SendSignal(message.run_id, message.name, packed, message.key))
+        if pending is not None:
+            pending.wait()
+        return kind == "sent"
+
+    # -- cancellation -----------------------------------------------------------------------
+
+    def on_request_cancel(self, message: RequestCancel) -> tuple[str, Any]:
+        status = self._status_of(message.run_id)
+        if status in FINISHED:
+            return ("finished", status)
+        entry = self.entries.get(message.run_id)
+        if entry is not None and entry.cancel_requested:
+            return ("already", None)
+        pending = Pending()
+        now = self.services.clock.time()
+        record = {"v": 1, "s": CANCEL_STEP, "k": "cancel", "n": None, "st": "requested", "t0": now, "o": []}
+        me = self.actor_ref
+        run_id = message.run_id
+
+        def ack(error: BaseException | None) -> None:
+            pending.done(error)
+            if error is None:
+                safe_tell(me, Route(run_id, CancelRun()))
+
+        if status == "parked" and entry is None:
+            # A parked run runs no code: it ends cancelled at once.
+            record_run = self._existing(run_id) or {}
+            ops = [Op("runs", run_key(run_id), {**record_run, "st": "cancelled", "up": now})]
+            self.services.writer.tell(WriteRequest(ops, lambda error: (pending.done(error), self.services.completions.notify(run_id))))
+            return ("sent", pending)
+        if entry is not None:
+            entry.cancel_requested = True
+        self.services.writer.tell(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
+        return ("sent", pending)
+
+    def on_cancel(self, message: Cancel) -> bool:
+        kind, pending = self.on_request_cancel(RequestCancel(message.run_id))
+        if kind == "sent":
+            pending.wait()
+            return True
+        return kind == "already"
+
+    def on_cancel_child(self, message: CancelChild) -> None:
+        try:
+            self.on_request_cancel(RequestCancel(message.child_id))
+        except RunNotFoundError:
+            pass
+
+    # -- introspection and shutdown ---------------------------------------------------------
+
+    def on_shutdown(self, message: Shutdown) -> None:
+        self.closing = True
+        refs = [entry.ref for entry in self.entries.values() if entry.ref is not None]
+        for ref in refs:
+            try:
+                ref.stop(block=True, timeout=message.timeout)
+            except (pykka.Timeout, pykka.ActorDeadError):
+                pass
+        self.entries.clear()
+
+
+def _parent(record: dict[str, Any]) -> tuple[str, str] | None:
+    parent = record.get("parent")
+    return (parent[0], parent[1]) if parent else None
+
+
+_HANDLERS: dict[type, Any] = {
+    CreateRun: Supervisor.on_create,
+    _Created: Supervisor.on_created,
+    StartRun: Supervisor.on_start_run,
+    StartChild: Supervisor.on_start_child,
+    Route: Supervisor.on_route,
+    Idle: Supervisor.on_idle,
+    Passivated: Supervisor.on_passivated,
+    PassivateRefused: Supervisor.on_passivate_refused,
+    RunEnded: Supervisor.on_run_ended,
+    RunCrashed: Supervisor.on_crashed,
+    _Restart: Supervisor.on_restart,
+    SendSignal: Supervisor.on_send_signal,
+    _SignalStored: Supervisor.on_signal_stored,
+    Signal: Supervisor.on_signal,
+    RequestCancel: Supervisor.on_request_cancel,
+    Cancel: Supervisor.on_cancel,
+    CancelChild: Supervisor.on_cancel_child,
+    Shutdown: Supervisor.on_shutdown,
+}

@@ -1,0 +1,67 @@
+"""Key schema. Every key stays well under LMDB's 511-byte limit.
+
+Run ids are hashed to a fixed 16 bytes (the full id is kept in the run
+record); step ids and names are kept as text unless they are long, then hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+__all__ = [
+    "MAX_KEY",
+    "journal_key",
+    "journal_prefix",
+    "run_key",
+    "signal_index_key",
+    "signal_key",
+    "signal_prefix",
+    "timer_key",
+]
+
+MAX_KEY = 511
+_TEXT_LIMIT = 160
+_SEQ = struct.Struct(">Q")
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _text(text: str) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) <= _TEXT_LIMIT and b"\x00" not in raw:
+        return raw
+    return b"\x00#" + _digest(text)
+
+
+def run_key(run_id: str) -> bytes:
+    """Fixed-length key of a run (16 bytes)."""
+    return _digest(run_id)
+
+
+def journal_prefix(run_id: str) -> bytes:
+    return run_key(run_id)
+
+
+def journal_key(run_id: str, step: str) -> bytes:
+    return run_key(run_id) + _text(step)
+
+
+def signal_prefix(run_id: str, name: str | None = None) -> bytes:
+    base = run_key(run_id) + b"S"
+    return base if name is None else base + _text(name) + b"\x00"
+
+
+def signal_key(run_id: str, name: str, seq: int) -> bytes:
+    return signal_prefix(run_id, name) + _SEQ.pack(seq)
+
+
+def signal_index_key(run_id: str, name: str, key: str) -> bytes:
+    return run_key(run_id) + b"K" + _text(name) + b"\x00" + _text(key)
+
+
+def timer_key(due: float, run_id: str, step: str) -> bytes:
+    micros = max(0, int(due * 1_000_000))
+    return _SEQ.pack(micros) + run_key(run_id) + _text(step)

@@ -1,0 +1,36 @@
+"""The one small interface through which the runtime reaches a store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import Any, NamedTuple, Protocol
+
+__all__ = ["DATABASES", "Op", "Store"]
+
+DATABASES = ("runs", "journal", "signals", "timers")
+
+
+class Op(NamedTuple):
+    """One write: ``record`` is stored at ``key`` of ``db``; ``None`` deletes the key."""
+
+    db: str
+    key: bytes
+    record: dict[str, Any] | None
+
+
+class Store(Protocol):
+    """Reads from any thread; ``apply`` only from the single writer thread."""
+
+    path: str
+
+    def apply(self, batch: Sequence[Op]) -> None:
+        """Write ``batch`` in one durable transaction (all or nothing)."""
+
+    def get(self, db: str, key: bytes) -> dict[str, Any] | None:
+        """The record at ``key`` of ``db``, or ``None``."""
+
+    def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Records whose key starts with ``prefix``, in key order (materialised)."""
+
+    def close(self) -> None:
+        """Release the store; idempotent."""

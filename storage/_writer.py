@@ -1,0 +1,151 @@
+"""StoreWriter: the one actor that writes, with group commit.
+
+Every write request from every run goes to this actor. When it takes a
+request it also drains every other request already waiting, and commits them
+all in one transaction; requests that arrive while that commit is in flight
+wait in the inbox and form the next batch. There is no fixed delay: under
+load batches grow by themselves, with one writer they are a single request.
+
+*Lazy* requests (records that only need to be durable soon, such as "this
+activity started") do not start a commit by themselves: they ride along with
+the next one, or are committed after ``lazy_delay`` seconds.
+
+Each requester is acknowledged only after its commit is durable.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pykka
+
+from ._faults import crash_point
+from ._protocol import Op, Store
+
+__all__ = ["Ack", "StoreWriter", "WriteRequest", "write_and_wait"]
+
+Ack = Callable[[BaseException | None], None]
+
+
+@dataclass(slots=True)
+class WriteRequest:
+    """Records to commit together; ``ack`` is called (in the writer thread) after the commit."""
+
+    ops: Sequence[Op]
+    ack: Ack | None = None
+    lazy: bool = False
+    meta: Any = field(default=None)
+
+
+class StoreWriter(pykka.ThreadingActor):
+    """Owns every write transaction of ``store``."""
+
+    use_daemon_thread = True
+
+    def __init__(self, store: Store, *, lazy_delay: float = 0.05, max_batch: int = 20_000) -> None:
+        super().__init__()
+        self.store = store
+        self.lazy_delay = lazy_delay
+        self.max_batch = max_batch
+        self.batches = 0
+        self.requests = 0
+        self.failures = 0
+
+    def on_receive(self, message: Any) -> Any:
+        if not isinstance(message, WriteRequest):
+            return super().on_receive(message)
+        batch = [message]
+        leftover = self._drain(batch)
+        if all(request.lazy for request in batch) and leftover is None:
+            leftover = self._wait_for_urgent(batch)
+        self._commit(batch)
+        if leftover is not None:
+            self._handle_other(leftover)
+        return None
+
+    def _inbox(self) -> queue.Queue[Any]:
+        return cast("queue.Queue[Any]", self.actor_inbox)
+
+    def _drain(self, batch: list[WriteRequest]) -> Any:
+        """Move every waiting WriteRequest into ``batch``; return the first other envelope."""
+        inbox = self._inbox()
+        count = sum(len(r.ops) for r in batch)
+        while count < self.max_batch:
+            try:
+                envelope = inbox.get_nowait()
+            except queue.Empty:
+                return None
+            if not isinstance(envelope.message, WriteRequest):
+                return envelope
+            batch.append(envelope.message)
+            count += len(envelope.message.ops)
+        return None
+
+    def _wait_for_urgent(self, batch: list[WriteRequest]) -> Any:
+        inbox = self._inbox()
+        deadline = time.monotonic() + self.lazy_delay
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None
+            try:
+                envelope = inbox.get(timeout=remaining)
+            except queue.Empty:
+                return None
+            if not isinstance(envelope.message, WriteRequest):
+                return envelope
+            batch.append(envelope.message)
+            leftover = self._drain(batch)
+            if leftover is not None or not envelope.message.lazy:
+                return leftover
+            if not all(r.lazy for r in batch):
+                return None
+
+    def _commit(self, batch: list[WriteRequest]) -> None:
+        ops = [op for request in batch for op in request.ops]
+        error: BaseException | None = None
+        if ops:
+            try:
+                self.store.apply(ops)
+            except Exception as exc:
+                error = exc
+                self.failures += 1
+        self.batches += 1
+        self.requests += len(batch)
+        if error is None:
+            crash_point("after_commit")
+        for request in batch:
+            if request.ack is not None:
+                request.ack(error)
+
+    def _handle_other(self, envelope: Any) -> None:
+        """Process a non-write envelope taken out of the inbox while batching."""
+        try:
+            response = self._handle_receive(envelope.message)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            return
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(response)
+
+
+def write_and_wait(writer: pykka.ActorRef[StoreWriter], ops: Sequence[Op], timeout: float = 30.0) -> None:
+    """Submit ``ops`` and block until they are durable (or raise the commit's error)."""
+    done = threading.Event()
+    outcome: list[BaseException | None] = []
+
+    def ack(error: BaseException | None) -> None:
+        outcome.append(error)
+        done.set()
+
+    writer.tell(WriteRequest(ops, ack))
+    if not done.wait(timeout):
+        raise TimeoutError(f"store commit not acknowledged within {timeout}s")
+    if outcome[0] is not None:
+        raise outcome[0]
