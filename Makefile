@@ -41,7 +41,7 @@ slow: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m mypy runtime storage
+	PYTHON=$(PY) scripts/typecheck.sh
 
 bench: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]' || echo "DBOS could not be installed: peer columns will be empty"

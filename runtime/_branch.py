@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
+
 from ._log import get_logger
 
 if TYPE_CHECKING:

@@ -171,7 +171,9 @@ class RunDriver:
     @property
     def idle(self) -> bool:
         """Nothing to do until a timer, a signal or a child wakes the run."""
-        return not self.finished and not self.busy_nodes and not self.batches and not self.ops and not self.after
+        return (
+            not self.finished and not self.busy_nodes and not self.batches and not self.ops and not self.after
+        )
 
     @property
     def waits(self) -> list[str]:
@@ -212,7 +214,10 @@ class RunDriver:
             problem = _layout_problem(rec["lay"], branch)
             if problem is not None:
                 return BranchTopologyChangedError(
-                    self.run_id, step, f"{kind} with branches {_keys(rec['lay'])}", f"{kind} with {_keys(branch.layout())}",
+                    self.run_id,
+                    step,
+                    f"{kind} with branches {_keys(rec['lay'])}",
+                    f"{kind} with {_keys(branch.layout())}",
                     problem,
                 )
         return None
@@ -236,7 +241,9 @@ class RunDriver:
                 value = decode(packed)
                 if kind in COORDINATOR_KINDS and kind != "branch":
                     value = shape_value(kind, value, rec, run_id=self.run_id)
-            return Outcome(True, value, packed, attempt=int(rec.get("a", 1)), res=rec.get("res"), recorded=True)
+            return Outcome(
+                True, value, packed, attempt=int(rec.get("a", 1)), res=rec.get("res"), recorded=True
+            )
         error = error_from_data(rec.get("err") or {}, self.run_id)
         return Outcome(False, error=error, attempt=int(rec.get("a", 1)), recorded=True)
 
@@ -274,7 +281,13 @@ class RunDriver:
         self._put(node.step, rec, lazy)
         due = rec.get("dl")
         if due is not None:
-            self.ops.append(Op("timers", timer_key(float(due), self.run_id, node.step), {"run": self.run_id, "step": node.step, "due": due}))
+            self.ops.append(
+                Op(
+                    "timers",
+                    timer_key(float(due), self.run_id, node.step),
+                    {"run": self.run_id, "step": node.step, "due": due},
+                )
+            )
 
     def record_outcome(self, node: Node, outcome: Outcome) -> None:
         rec = self._base(node, "completed" if outcome.ok else "failed")
@@ -474,5 +487,6 @@ def _layout_problem(recorded: list[list[Any]], op: CoordOp) -> str | None:
         return f"recorded {len(recorded)} branches, got {len(new)}"
     for old_row, new_row in zip(recorded, new, strict=True):
         if (old_row[1], old_row[2]) != (new_row[1], new_row[2]):
-            return f"branch {new_row[0]} was {_describe(old_row[1], old_row[2])}, now {_describe(new_row[1], new_row[2])}"
+            was, now = _describe(old_row[1], old_row[2]), _describe(new_row[1], new_row[2])
+            return f"branch {new_row[0]} was {was}, now {now}"
     return None

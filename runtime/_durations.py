@@ -31,9 +31,7 @@ def parse_duration(value: Any, param: str) -> float:
     elif isinstance(value, str):
         match = _PATTERN.match(value.strip())
         if match is None:
-            raise ValueError(
-                f"{param} must look like '250ms', '5s', '2m', '1h' or '1d', got {value!r}"
-            )
+            raise ValueError(f"{param} must look like '250ms', '5s', '2m', '1h' or '1d', got {value!r}")
         seconds = float(match.group(1)) * _UNITS[match.group(2)]
     else:
         raise ValueError(

@@ -200,7 +200,7 @@ class RunFinishedError(TreadleError):
         self.status = status
 
 
-class CancelledError(BaseException):  # noqa: N818 - named like asyncio.CancelledError on purpose
+class CancelledError(BaseException):
     """Raised into a workflow by ``handle.cancel()``.
 
     A ``BaseException``, like ``asyncio.CancelledError``, so that a workflow's
@@ -224,8 +224,7 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)):
-        items = [_plain(v) for v in value]
-        return items
+        return [_plain(v) for v in value]
     if isinstance(value, dict) and all(isinstance(k, str) for k in value):
         return {k: _plain(v) for k, v in value.items()}
     return repr(value)
@@ -237,9 +236,21 @@ def error_to_data(exc: BaseException) -> dict[str, Any]:
         return {"c": "cancelled", "t": type_name(CancelledError), "m": exc.message}
     if isinstance(exc, NonDeterminismError):
         kind = "topology" if isinstance(exc, BranchTopologyChangedError) else "nondet"
-        return {"c": kind, "t": type_name(type(exc)), "m": exc.message, "s": exc.step, "r": exc.recorded, "g": exc.got}
+        return {
+            "c": kind,
+            "t": type_name(type(exc)),
+            "m": exc.message,
+            "s": exc.step,
+            "r": exc.recorded,
+            "g": exc.got,
+        }
     if isinstance(exc, AllBranchesFailedError):
-        return {"c": "allfailed", "t": type_name(type(exc)), "m": exc.message, "f": _failures_data(exc.failures)}
+        return {
+            "c": "allfailed",
+            "t": type_name(type(exc)),
+            "m": exc.message,
+            "f": _failures_data(exc.failures),
+        }
     if isinstance(exc, TimeoutError) and not isinstance(exc, ActivityError):
         return {"c": "timeout", "t": type_name(TimeoutError), "m": str(exc)}
     error = ActivityError.from_exception(exc)
@@ -281,7 +292,12 @@ def error_from_data(data: dict[str, Any], run_id: str = "?") -> BaseException:
         cls = BranchTopologyChangedError if kind == "topology" else NonDeterminismError
         error = cls.__new__(cls)
         TreadleError.__init__(error, message)
-        error.run_id, error.step, error.recorded, error.got = run_id, data.get("s", ""), data.get("r", ""), data.get("g", "")
+        error.run_id, error.step, error.recorded, error.got = (
+            run_id,
+            data.get("s", ""),
+            data.get("r", ""),
+            data.get("g", ""),
+        )
         return error
     if kind == "allfailed":
         return AllBranchesFailedError(message, _failures_from(data.get("f")))

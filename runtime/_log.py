@@ -18,7 +18,9 @@ _PROCESSORS: list[Any] = [
     structlog.stdlib.filter_by_level,
     structlog.stdlib.add_log_level,
     structlog.processors.format_exc_info,
-    structlog.processors.KeyValueRenderer(key_order=["event", "run_id", "workflow", "step"], drop_missing=True),
+    structlog.processors.KeyValueRenderer(
+        key_order=["event", "run_id", "workflow", "step"], drop_missing=True
+    ),
 ]
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 from treadle.storage import PayloadTooLargeError, SerializationError, crash_point, encode, pack
@@ -22,7 +22,6 @@ from ._errors import (
     ActivityTimeoutError,
     CancelledError,
     NonDeterminismError,
-    error_from_data,
     type_name,
 )
 from ._messages import ActivityDone, AttemptTimedOut, ChildDone, RetryDue
@@ -92,7 +91,9 @@ class Node:
     __slots__ = ("driver", "live", "order", "parent", "pos", "started", "step")
     kind = "?"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent | None, order: tuple[int, ...], pos: int) -> None:
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent | None, order: tuple[int, ...], pos: int
+    ) -> None:
         self.driver = driver
         self.step = step
         self.parent = parent
@@ -146,7 +147,7 @@ class Node:
 
     def flag_cancel(self) -> None:
         """Set ``cancelled`` on the activities of this subtree without abandoning them."""
-        return None
+        return
 
 
 # --------------------------------------------------------------------------
@@ -180,11 +181,15 @@ class ActivityTask:
         try:
             result = definition.fn(*self.args, **kwargs)
         except BaseException as exc:  # SystemExit too: pykka would stop every actor
-            return ActivityDone(self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc)
+            return ActivityDone(
+                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
+            )
         try:
             packed, value = encode(result, f"step {self.context.step}", root="result", limit=self.limit)
         except (SerializationError, PayloadTooLargeError) as exc:
-            return ActivityDone(self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc)
+            return ActivityDone(
+                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
+            )
         return ActivityDone(self.node, self.attempt, True, value=value, packed=packed)
 
 
@@ -192,7 +197,9 @@ class ActivityNode(Node):
     __slots__ = ("attempt", "context", "op", "retry_handle", "timeout_handle")
     kind = "activity"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ActivityOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ActivityOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
         self.attempt = 0
@@ -229,7 +236,9 @@ class ActivityNode(Node):
             return
         self._cancel_timeout()
         if msg.ok:
-            self.settle(Outcome(True, msg.value, msg.packed, attempt=self.attempt, finished=self.driver.now()))
+            self.settle(
+                Outcome(True, msg.value, msg.packed, attempt=self.attempt, finished=self.driver.now())
+            )
         else:
             assert msg.error is not None
             self._attempt_failed(msg.error, msg.original)
@@ -237,8 +246,10 @@ class ActivityNode(Node):
     def _attempt_failed(self, error: BaseException, original: BaseException | None) -> None:
         policy = self.op.retry
         cause = original if original is not None else error
-        cancelled = self.context is not None and self.context.cancelled.is_set() and not isinstance(
-            error, ActivityTimeoutError
+        cancelled = (
+            self.context is not None
+            and self.context.cancelled.is_set()
+            and not isinstance(error, ActivityTimeoutError)
         )
         if (
             policy is not None
@@ -247,7 +258,9 @@ class ActivityNode(Node):
             and policy.retries(cause, self.attempt)
         ):
             delay = policy.delay(self.attempt)
-            self.driver.log.info("activity attempt failed; retrying", step=self.step, attempt=self.attempt, delay=delay)
+            self.driver.log.info(
+                "activity attempt failed; retrying", step=self.step, attempt=self.attempt, delay=delay
+            )
             self.retry_handle = self.driver.port.call_later(delay, RetryDue(self, self.attempt + 1))
             return
         self.settle(Outcome(False, error=error, attempt=self.attempt, finished=self.driver.now()))
@@ -293,7 +306,9 @@ class SleepNode(Node):
     __slots__ = ("due", "op")
     kind = "sleep"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SleepOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SleepOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
         self.due = 0.0
@@ -331,7 +346,9 @@ class SignalNode(Node):
     __slots__ = ("due", "op")
     kind = "signal"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SignalOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: SignalOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
         self.due: float | None = None
@@ -406,7 +423,9 @@ class SignalNode(Node):
         self.settle(
             Outcome(
                 False,
-                error=TimeoutError(f"step {self.step}: no signal {self.op.signal!r} within {self.op.timeout}s"),
+                error=TimeoutError(
+                    f"step {self.step}: no signal {self.op.signal!r} within {self.op.timeout}s"
+                ),
                 finished=self.driver.now(),
             )
         )
@@ -426,7 +445,9 @@ class ChildNode(Node):
     __slots__ = ("child_id", "op")
     kind = "child"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ChildOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ChildOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
         self.child_id = ""
@@ -475,7 +496,9 @@ class RecordNode(Node):
 
     __slots__ = ("op",)
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: RecordOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: RecordOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
 
@@ -491,7 +514,7 @@ class RecordNode(Node):
         kind = self.op.kind
         value: Any
         if kind == "now":
-            value = datetime.fromtimestamp(driver.now(), tz=timezone.utc)
+            value = datetime.fromtimestamp(driver.now(), tz=UTC)
         elif kind == "uuid":
             value = str(uuid.uuid4())
         else:
@@ -504,7 +527,9 @@ class StateNode(Node):
     __slots__ = ("op",)
     kind = "state"
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: StateOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: StateOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
 
@@ -581,14 +606,15 @@ class GenNode(Node):
             step = self.prefix + str(index)
             if not isinstance(op, Operation):
                 error = TypeError(
-                    f"step {step}: a workflow must yield operations (ctx.run, ctx.all, ...), got {type(op).__name__}"
+                    f"step {step}: a workflow must yield operations (ctx.run, ctx.all, ...), "
+                    f"got {type(op).__name__}"
                 )
                 continue
             mismatch = driver.check_replay(op, step)
             if mismatch is not None:
                 error = mismatch
                 continue
-            node = driver.make_node(op, step, self, self.order + (index,), index)
+            node = driver.make_node(op, step, self, (*self.order, index), index)
             self.current = node
             if self.is_root and driver.cancel_pending:
                 driver.cancel_pending = False
@@ -650,7 +676,9 @@ class GenNode(Node):
             return
         if ok:
             try:
-                packed, back = encode(value, f"step {self.step}", root="result", limit=driver.port.max_payload)
+                packed, back = encode(
+                    value, f"step {self.step}", root="result", limit=driver.port.max_payload
+                )
             except (SerializationError, PayloadTooLargeError) as exc:
                 ok, error = False, exc
             else:
@@ -677,5 +705,3 @@ class GenNode(Node):
     def flag_cancel(self) -> None:
         if self.current is not None:
             self.current.flag_cancel()
-
-

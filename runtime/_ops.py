@@ -59,7 +59,12 @@ class ActivityOp(Operation):
     kind = "activity"
 
     def __init__(
-        self, definition: ActivityDef, args: tuple[Any, ...], key: str | None, retry: Retry | None, timeout: float | None
+        self,
+        definition: ActivityDef,
+        args: tuple[Any, ...],
+        key: str | None,
+        retry: Retry | None,
+        timeout: float | None,
     ) -> None:
         self.definition = definition
         self.args = args
@@ -100,7 +105,17 @@ class SignalOp(Operation):
 class CoordOp(Operation):
     """all / all_settled / run_all / map / race / any / quorum."""
 
-    __slots__ = ("branches", "cancel_losers", "concurrency", "fail_fast", "keys", "kind_", "n", "partial", "timeout")
+    __slots__ = (
+        "branches",
+        "cancel_losers",
+        "concurrency",
+        "fail_fast",
+        "keys",
+        "kind_",
+        "n",
+        "partial",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -142,7 +157,9 @@ class CoordOp(Operation):
 
     def layout(self) -> list[list[Any]]:
         """``[key, kind, name]`` per branch: what replay checks the code against."""
-        return [[key, branch_kind(b), branch_name(b)] for key, b in zip(self.keys, self.branches, strict=True)]
+        return [
+            [key, branch_kind(b), branch_name(b)] for key, b in zip(self.keys, self.branches, strict=True)
+        ]
 
     def signal_names(self) -> list[str]:
         names: list[str] = []
@@ -156,7 +173,9 @@ class ChildOp(Operation):
     __slots__ = ("args", "definition", "packed_args", "run_id")
     kind = "child"
 
-    def __init__(self, definition: WorkflowDef, args: list[Any], packed_args: bytes, run_id: str | None) -> None:
+    def __init__(
+        self, definition: WorkflowDef, args: list[Any], packed_args: bytes, run_id: str | None
+    ) -> None:
         self.definition = definition
         self.args = args
         self.packed_args = packed_args
@@ -206,7 +225,9 @@ def _check_concurrency(value: Any, where: str) -> int | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{where}: concurrency must be an int >= 1 or None, got {type(value).__name__} {value!r}")
+        raise TypeError(
+            f"{where}: concurrency must be an int >= 1 or None, got {type(value).__name__} {value!r}"
+        )
     if value < 1:
         raise ValueError(f"{where}: concurrency must be >= 1, got {value}")
     return value
@@ -232,14 +253,18 @@ def _check_branch(branch: Any, where: str, label: str) -> Branch:
 
 def _list_branches(branches: Any, where: str) -> list[Branch]:
     if isinstance(branches, (str, bytes, Mapping)) or not isinstance(branches, Iterable):
-        raise TypeError(f"{where}: branches must be a list of operations or generators, got {type(branches).__name__}")
+        raise TypeError(
+            f"{where}: branches must be a list of operations or generators, got {type(branches).__name__}"
+        )
     items = list(branches)
     return [_check_branch(b, where, f"[{i}]") for i, b in enumerate(items)]
 
 
 def _named_branches(branches: Any, where: str) -> tuple[list[int | str], list[Branch]]:
     if not isinstance(branches, Mapping):
-        raise TypeError(f"{where}: branches must be a dict of name -> operation, got {type(branches).__name__}")
+        raise TypeError(
+            f"{where}: branches must be a dict of name -> operation, got {type(branches).__name__}"
+        )
     keys: list[int | str] = []
     values: list[Branch] = []
     for key, branch in branches.items():
@@ -261,7 +286,9 @@ def _check_name(value: Any, param: str, where: str) -> str:
 class Context:
     """What a workflow uses to build its operations; passed as its first argument."""
 
-    def __init__(self, run_id: str, workflow: str, registry: Registry, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(
+        self, run_id: str, workflow: str, registry: Registry, max_payload: int = DEFAULT_MAX_PAYLOAD
+    ) -> None:
         self._run_id = run_id
         self._workflow = workflow
         self._registry = registry
@@ -386,7 +413,10 @@ class Context:
         )
 
     def all_settled(self, branches: Iterable[Branch], concurrency: int | None = None) -> CoordOp:
-        """Run branches in parallel; a list of ``Settled(ok, value, error)``; never raises for branch failures."""
+        """Run branches in parallel; a list of ``Settled(ok, value, error)``.
+
+        Never raises for branch failures.
+        """
         items = _list_branches(branches, "ctx.all_settled")
         return CoordOp(
             "all_settled",
@@ -400,7 +430,9 @@ class Context:
         keys, items = _named_branches(branches, "ctx.run_all")
         return CoordOp("run_all", keys, items, concurrency=_check_concurrency(concurrency, "ctx.run_all"))
 
-    def map(self, items: Iterable[Any], fn: Callable[[Any], Branch], concurrency: int | None = None) -> CoordOp:
+    def map(
+        self, items: Iterable[Any], fn: Callable[[Any], Branch], concurrency: int | None = None
+    ) -> CoordOp:
         """``all`` over ``fn(item)`` for each item (``fn`` returns a branch)."""
         where = "ctx.map"
         if isinstance(items, (str, bytes, Mapping)) or not isinstance(items, Iterable):
@@ -443,5 +475,7 @@ class Context:
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"{where}: n must be an int, got {type(n).__name__}")
         if not 1 <= n <= len(items):
-            raise ValueError(f"{where}: n must be between 1 and the number of branches ({len(items)}), got {n}")
+            raise ValueError(
+                f"{where}: n must be between 1 and the number of branches ({len(items)}), got {n}"
+            )
         return CoordOp("quorum", list(range(len(items))), items, n=n)

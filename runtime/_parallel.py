@@ -54,7 +54,9 @@ class Coordinator(Node):
         "wins",
     )
 
-    def __init__(self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: CoordOp):
+    def __init__(
+        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: CoordOp
+    ):
         super().__init__(driver, step, parent, order, pos)
         self.op = op
         self.children: list[Node | None] = []
@@ -92,7 +94,7 @@ class Coordinator(Node):
         self.started = float(rec["t0"]) if rec is not None and "t0" in rec else driver.now()
         count = len(op.branches)
         if count == 0:
-            value = {} if op.kind == "run_all" else []
+            value: dict[str, Any] | list[Any] = {} if op.kind == "run_all" else []
             self.settle(Outcome(True, value, pack(value), finished=driver.now()))
             return
         if op.timeout is not None:
@@ -143,7 +145,7 @@ class Coordinator(Node):
                 if mismatch is not None:
                     self._accept(index, Outcome(False, error=mismatch), None)
                     continue
-                node = driver.make_node(branch, step, self, self.order + (index,), index)
+                node = driver.make_node(branch, step, self, (*self.order, index), index)
                 self.children[index] = node
                 self.running += 1
                 node.start()
@@ -273,7 +275,9 @@ class Coordinator(Node):
             self._settle_ok(values, self._reservations(self.outcomes), extra={"pend": pend})
             return
         self._release_all()
-        error = TimeoutError(f"step {self.step}: {settled} of {count} branches settled within {self.op.timeout}s")
+        error = TimeoutError(
+            f"step {self.step}: {settled} of {count} branches settled within {self.op.timeout}s"
+        )
         self.settle(Outcome(False, error=error, finished=driver.now()))
 
     # -- settling -----------------------------------------------------------
@@ -341,4 +345,3 @@ class Coordinator(Node):
         for child in self.children:
             if child is not None and child.live:
                 child.flag_cancel()
-

@@ -12,7 +12,7 @@ from ._errors import ActivityError
 __all__ = ["PENDING", "RunStatus", "RunSummary", "Settled", "StepRecord"]
 
 
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where a run is in its life."""
 
     RUNNING = "running"
@@ -25,9 +25,6 @@ class RunStatus(str, enum.Enum):
     @property
     def finished(self) -> bool:
         return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
-
-    def __str__(self) -> str:
-        return self.value
 
 
 class _Pending:
@@ -88,7 +85,9 @@ class RunSummary:
     updated: datetime
 
 
-def shape_value(kind: str, plain: Any, extra: dict[str, Any], *, named: bool | None = None, run_id: str = "?") -> Any:
+def shape_value(
+    kind: str, plain: Any, extra: dict[str, Any], *, named: bool | None = None, run_id: str = "?"
+) -> Any:
     """The value a workflow sees for a coordinator, from its stored plain form.
 
     Used on the first run and on replay alike, so both see the same shapes.
@@ -109,7 +108,9 @@ def shape_value(kind: str, plain: Any, extra: dict[str, Any], *, named: bool | N
             error = None
             if not ok:
                 rebuilt = error_from_data(err, run_id)
-                error = rebuilt if isinstance(rebuilt, ActivityError) else ActivityError.from_exception(rebuilt)
+                error = (
+                    rebuilt if isinstance(rebuilt, ActivityError) else ActivityError.from_exception(rebuilt)
+                )
             rows.append(Settled(bool(ok), value, error))
         return rows
     if kind in ("race", "any"):

@@ -58,7 +58,11 @@ class Retry:
             raise ValueError(f"Retry.attempts must be >= 1, got {self.attempts}")
         object.__setattr__(self, "initial", parse_duration(self.initial, "Retry.initial"))
         object.__setattr__(self, "max_interval", parse_duration(self.max_interval, "Retry.max_interval"))
-        if isinstance(self.backoff, bool) or not isinstance(self.backoff, (int, float)) or not self.backoff >= 1:
+        if (
+            isinstance(self.backoff, bool)
+            or not isinstance(self.backoff, (int, float))
+            or not self.backoff >= 1
+        ):
             raise ValueError(f"Retry.backoff must be a number >= 1, got {self.backoff!r}")
         classes = tuple(self.non_retryable)
         for cls in classes:

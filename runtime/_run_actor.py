@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
 
 from ._branch import BranchPool
@@ -199,6 +198,11 @@ class RunActor(pykka.ThreadingActor):
             safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
 
     def _crash(self, exc: BaseException) -> None:
-        self.services.log.error("run actor crashed; the supervisor restarts it from the journal", run_id=self.run_id, error=repr(exc), exc_info=exc)
+        self.services.log.error(
+            "run actor crashed; the supervisor restarts it from the journal",
+            run_id=self.run_id,
+            error=repr(exc),
+            exc_info=exc,
+        )
         safe_tell(self.services.supervisor, RunCrashed(self.run_id, repr(exc)))
         self.stop()

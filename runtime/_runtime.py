@@ -6,7 +6,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from treadle.storage import (
@@ -35,7 +35,7 @@ from ._records import RunStatus, RunSummary, StepRecord, shape_value
 from ._registry import Registry, default_registry
 from ._run_actor import Services
 from ._scheduler import AddTimer, Scheduler, TimerService
-from ._supervisor import CreateRun, RequestCancel, SendSignal, Shutdown, Supervisor
+from ._supervisor import CreateRun, Pending, RequestCancel, SendSignal, Shutdown, Supervisor
 
 __all__ = ["RunHandle", "Runtime"]
 
@@ -52,7 +52,7 @@ def _check_run_id(run_id: Any, param: str = "run_id") -> str:
 
 
 def _utc(stamp: Any) -> datetime | None:
-    return None if stamp is None else datetime.fromtimestamp(float(stamp), tz=timezone.utc)
+    return None if stamp is None else datetime.fromtimestamp(float(stamp), tz=UTC)
 
 
 class Runtime:
@@ -97,7 +97,9 @@ class Runtime:
         if durability not in ("sync", "fast"):
             raise ValueError(f"durability must be 'sync' or 'fast', got {durability!r}")
         if executor != "threads":
-            raise ValueError(f"executor must be 'threads' (the only executor in this release), got {executor!r}")
+            raise ValueError(
+                f"executor must be 'threads' (the only executor in this release), got {executor!r}"
+            )
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ValueError(f"max_payload must be a positive int of bytes, got {max_payload!r}")
         self._closed = False
@@ -105,8 +107,10 @@ class Runtime:
         self.clock: Clock = clock if clock is not None else SystemClock()
         self.registry = registry if registry is not None else default_registry
         self.max_payload = max_payload
-        extra = {} if max_map_size is None else {"max_map_size": max_map_size}
-        store = LmdbStore(str(path), durability=durability, **extra)
+        if max_map_size is None:
+            store = LmdbStore(str(path), durability=durability)
+        else:
+            store = LmdbStore(str(path), durability=durability, max_map_size=max_map_size)
         self.store: Store = store
         self._lmdb = store
         self._scheduler: Scheduler | None = None
@@ -171,13 +175,20 @@ class Runtime:
         definition = self.registry.workflow(workflow)
         run_id = uuid.uuid4().hex if run_id is None else _check_run_id(run_id)
         packed, _ = encode(list(args), f"start of {definition.name}", root="args", limit=self.max_payload)
-        kind, info, stored_args = self._supervisor.ask(CreateRun(run_id, definition.name, packed), timeout=_ASK_TIMEOUT)
+        kind, info, stored_args = self._supervisor.ask(
+            CreateRun(run_id, definition.name, packed), timeout=_ASK_TIMEOUT
+        )
         if kind == "exists":
             if info != definition.name:
-                raise ValueError(f"run {run_id!r} already exists with workflow {info!r}, not {definition.name!r}")
+                raise ValueError(
+                    f"run {run_id!r} already exists with workflow {info!r}, not {definition.name!r}"
+                )
             if stored_args is not None and stored_args != packed:
-                self._services.log.info("start of an existing run: the new arguments are ignored", run_id=run_id)
+                self._services.log.info(
+                    "start of an existing run: the new arguments are ignored", run_id=run_id
+                )
             return RunHandle(self, run_id)
+        assert isinstance(info, Pending)
         info.wait(_ASK_TIMEOUT)
         return RunHandle(self, run_id)
 
@@ -197,8 +208,8 @@ class Runtime:
                 run_id=record["id"],
                 workflow=record["wf"],
                 status=self._status(record["id"], record),
-                created=_utc(record.get("created")) or datetime.now(timezone.utc),
-                updated=_utc(record.get("up")) or datetime.now(timezone.utc),
+                created=_utc(record.get("created")) or datetime.now(UTC),
+                updated=_utc(record.get("up")) or datetime.now(UTC),
             )
             if wanted is None or summary.status == wanted:
                 summaries.append(summary)
@@ -292,11 +303,16 @@ class RunHandle:
                 if status == "completed":
                     return decode(record.get("res"))
                 if status in ("failed", "cancelled"):
-                    err = record.get("err") or {"t": "treadle.runtime.CancelledError", "m": "the run was cancelled"}
+                    err = record.get("err") or {
+                        "t": "treadle.runtime.CancelledError",
+                        "m": "the run was cancelled",
+                    }
                     raise WorkflowFailedError(self.run_id, err.get("t", "?"), err.get("m", ""))
                 if status == "parked":
                     err = record.get("err") or {}
-                    raise RunParkedError(self.run_id, err.get("m", "workflow code does not match the journal"))
+                    raise RunParkedError(
+                        self.run_id, err.get("m", "workflow code does not match the journal")
+                    )
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout}s")
@@ -324,7 +340,9 @@ class RunHandle:
         if key is not None and (not isinstance(key, str) or not key or len(key) > 256):
             raise TypeError(f"key must be None or a str of 1 to 256 characters, got {key!r}")
         packed, _ = encode(payload, f"signal {name!r}", root="payload", limit=self._rt.max_payload)
-        kind, pending = self._rt._supervisor.ask(SendSignal(self.run_id, name, packed, key), timeout=_ASK_TIMEOUT)
+        kind, pending = self._rt._supervisor.ask(
+            SendSignal(self.run_id, name, packed, key), timeout=_ASK_TIMEOUT
+        )
         if pending is not None:
             pending.wait(_ASK_TIMEOUT)
         return bool(kind == "sent")
@@ -337,6 +355,7 @@ class RunHandle:
         self._rt._check_open()
         kind, pending = self._rt._supervisor.ask(RequestCancel(self.run_id), timeout=_ASK_TIMEOUT)
         if kind == "sent":
+            assert isinstance(pending, Pending)
             pending.wait(_ASK_TIMEOUT)
             return True
         return bool(kind == "already")

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
-from ._log import get_logger
 
 from ._clock import Clock
+from ._log import get_logger
 
 __all__ = ["AddTimer", "RemoveTimer", "Scheduler", "TimerHandle", "TimerService"]
 

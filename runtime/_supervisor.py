@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-
 from treadle.storage import (
     Op,
     WriteRequest,
@@ -190,7 +189,9 @@ class Supervisor(pykka.ThreadingActor):
                 continue
             run_id, workflow = record["id"], record["wf"]
             if workflow not in registry.workflows:
-                self.log.warning("run left untouched: its workflow is not registered", run_id=run_id, workflow=workflow)
+                self.log.warning(
+                    "run left untouched: its workflow is not registered", run_id=run_id, workflow=workflow
+                )
                 continue
             entry = Entry(run_id, workflow, parent=_parent(record))
             self.entries[run_id] = entry
@@ -274,7 +275,9 @@ class Supervisor(pykka.ThreadingActor):
 
         definition = self.services.registry.workflow(message.workflow, "StartRun.workflow")
         run_id = message.run_id or uuid.uuid4().hex
-        packed, _ = encode(list(message.args), f"StartRun({definition.name})", root="args", limit=self.services.max_payload)
+        packed, _ = encode(
+            list(message.args), f"StartRun({definition.name})", root="args", limit=self.services.max_payload
+        )
         kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed))
         if kind == "exists":
             if info != definition.name:
@@ -421,7 +424,10 @@ class Supervisor(pykka.ThreadingActor):
             marker = (message.run_id, message.name, message.key)
             if marker in self.pending_keys:
                 return ("duplicate", self.pending_keys[marker])
-            if self.store.get("signals", signal_index_key(message.run_id, message.name, message.key)) is not None:
+            if (
+                self.store.get("signals", signal_index_key(message.run_id, message.name, message.key))
+                is not None
+            ):
                 return ("duplicate", None)
         seq = self._next_seq(message.run_id)
         record = {
@@ -512,11 +518,19 @@ class Supervisor(pykka.ThreadingActor):
             # A parked run runs no code: it ends cancelled at once.
             record_run = self._existing(run_id) or {}
             ops = [Op("runs", run_key(run_id), {**record_run, "st": "cancelled", "up": now})]
-            self.services.writer.tell(WriteRequest(ops, lambda error: (pending.done(error), self.services.completions.notify(run_id))))
+            completions = self.services.completions
+
+            def parked_ack(error: BaseException | None) -> None:
+                pending.done(error)
+                completions.notify(run_id)
+
+            self.services.writer.tell(WriteRequest(ops, parked_ack))
             return ("sent", pending)
         if entry is not None:
             entry.cancel_requested = True
-        self.services.writer.tell(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
+        self.services.writer.tell(
+            WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack)
+        )
         return ("sent", pending)
 
     def on_cancel(self, message: Cancel) -> bool:

@@ -43,8 +43,8 @@ __all__ = [
     "Op",
     "PayloadTooLargeError",
     "SerializationError",
-    "Store",
     "StorageFullError",
+    "Store",
     "StoreLockedError",
     "StoreWriter",
     "TreadleError",
@@ -64,4 +64,5 @@ __all__ = [
     "signal_prefix",
     "timer_key",
     "unpack",
+    "write_and_wait",
 ]

@@ -33,7 +33,9 @@ def unpack(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
 
 
-def encode(value: Any, where: str, *, root: str = "value", limit: int = DEFAULT_MAX_PAYLOAD) -> tuple[bytes, Any]:
+def encode(
+    value: Any, where: str, *, root: str = "value", limit: int = DEFAULT_MAX_PAYLOAD
+) -> tuple[bytes, Any]:
     """Pack ``value`` and return ``(packed, round_tripped_value)``.
 
     Raises:
@@ -85,7 +87,10 @@ def _find_problem(value: Any, root: str) -> tuple[str | None, str]:
                 if isinstance(item, dict):
                     for key, sub in item.items():
                         if not isinstance(key, str):
-                            return f"{path}[{key!r}]", f"dict key of type {type(key).__name__} (keys must be str)"
+                            return (
+                                f"{path}[{key!r}]",
+                                f"dict key of type {type(key).__name__} (keys must be str)",
+                            )
                         found = walk(sub, f"{path}[{key!r}]")
                         if found[0] is not None:
                             return found
