@@ -20,7 +20,7 @@ import pykka
 from ._log import get_logger
 
 if TYPE_CHECKING:
-    from ._nodes import ActivityTask
+    from ._activity import ActivityTask
 
 __all__ = ["BranchActor", "BranchPool"]
 

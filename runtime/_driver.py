@@ -30,6 +30,7 @@ from treadle.storage import (
     timer_key,
 )
 
+from ._activity import ActivityNode
 from ._errors import (
     ActivityError,
     BranchTopologyChangedError,
@@ -39,6 +40,7 @@ from ._errors import (
     error_to_data,
     type_name,
 )
+from ._frames import GenNode
 from ._messages import (
     ActivityDone,
     AttemptTimedOut,
@@ -50,17 +52,7 @@ from ._messages import (
     TimerFired,
     Wake,
 )
-from ._nodes import (
-    ActivityNode,
-    ChildNode,
-    GenNode,
-    Node,
-    Outcome,
-    RecordNode,
-    SignalNode,
-    SleepNode,
-    StateNode,
-)
+from ._nodes import ChildNode, Node, Outcome, RecordNode, SignalNode, SleepNode, StateNode
 from ._ops import (
     ActivityOp,
     Branch,

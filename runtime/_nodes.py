@@ -1,4 +1,6 @@
-"""The nodes a run's driver builds as its workflow yields operations.
+"""The nodes a run's driver builds as its workflow yields operations: the base
+class, outcomes, and the leaves other than activities (``_activity``) and
+generator frames (``_frames``).
 
 Every yielded operation becomes a node at a step id (a path such as
 ``3.1.0``). A node either replays its recorded outcome from the journal at
@@ -15,29 +17,21 @@ import uuid
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from treadle.storage import PayloadTooLargeError, SerializationError, crash_point, encode, pack
+from treadle.storage import crash_point, encode, pack
 
 from ._errors import (
     ActivityError,
-    ActivityTimeoutError,
-    CancelledError,
-    NonDeterminismError,
-    type_name,
 )
-from ._messages import ActivityDone, AttemptTimedOut, ChildDone, RetryDue
-from ._ops import ActivityOp, ChildOp, Operation, RecordOp, SignalOp, SleepOp, StateOp
-from ._registry import ActivityContext
+from ._messages import ChildDone
+from ._ops import ChildOp, RecordOp, SignalOp, SleepOp, StateOp
 
 if TYPE_CHECKING:
-    import types
-
     from ._driver import RunDriver
 
 __all__ = [
+    "NONE_PACKED",
     "SETTLED",
-    "ActivityNode",
     "ChildNode",
-    "GenNode",
     "Node",
     "Outcome",
     "Parent",
@@ -148,158 +142,6 @@ class Node:
     def flag_cancel(self) -> None:
         """Set ``cancelled`` on the activities of this subtree without abandoning them."""
         return
-
-
-# --------------------------------------------------------------------------
-# leaves
-# --------------------------------------------------------------------------
-
-
-class ActivityTask:
-    """One attempt of an activity, executed by a branch actor."""
-
-    __slots__ = ("args", "attempt", "context", "definition", "deliver", "limit", "node")
-
-    def __init__(self, node: ActivityNode, attempt: int, context: ActivityContext, limit: int) -> None:
-        self.node = node
-        self.attempt = attempt
-        self.definition = node.op.definition
-        self.args = node.op.args
-        self.context = context
-        self.limit = limit
-        self.deliver: Any = None
-
-    def wanted(self) -> bool:
-        return self.node.live and self.node.attempt == self.attempt
-
-    def execute(self, now: float) -> ActivityDone:
-        """Run the activity (in a branch actor's thread); never raises."""
-        definition = self.definition
-        kwargs: dict[str, Any] = {}
-        if definition.context_param is not None:
-            kwargs[definition.context_param] = self.context
-        try:
-            result = definition.fn(*self.args, **kwargs)
-        except BaseException as exc:  # SystemExit too: pykka would stop every actor
-            return ActivityDone(
-                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
-            )
-        try:
-            packed, value = encode(result, f"step {self.context.step}", root="result", limit=self.limit)
-        except (SerializationError, PayloadTooLargeError) as exc:
-            return ActivityDone(
-                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
-            )
-        return ActivityDone(self.node, self.attempt, True, value=value, packed=packed)
-
-
-class ActivityNode(Node):
-    __slots__ = ("attempt", "context", "op", "retry_handle", "timeout_handle")
-    kind = "activity"
-
-    def __init__(
-        self, driver: RunDriver, step: str, parent: Parent, order: tuple[int, ...], pos: int, op: ActivityOp
-    ):
-        super().__init__(driver, step, parent, order, pos)
-        self.op = op
-        self.attempt = 0
-        self.context: ActivityContext | None = None
-        self.retry_handle: Any = None
-        self.timeout_handle: Any = None
-
-    @property
-    def name(self) -> str | None:
-        return self.op.definition.name
-
-    def start(self) -> None:
-        if self.replay():
-            return
-        driver = self.driver
-        self.started = driver.now()
-        self.attempt = 1
-        driver.leaf_started(self, busy=True)
-        driver.record_running(self)
-        self._dispatch()
-
-    def _dispatch(self) -> None:
-        driver = self.driver
-        context = ActivityContext(run_id=driver.run_id, step=self.step, attempt=self.attempt, key=self.op.key)
-        self.context = context
-        driver.port.dispatch(ActivityTask(self, self.attempt, context, driver.port.max_payload))
-        crash_point("after_branch_spawn")
-        if self.op.timeout is not None:
-            self.timeout_handle = driver.port.call_later(self.op.timeout, AttemptTimedOut(self, self.attempt))
-
-    def on_done(self, msg: ActivityDone) -> None:
-        if not self.live or msg.attempt != self.attempt or self.retry_handle is not None:
-            self.driver.log.debug("late activity result dropped", step=self.step, attempt=msg.attempt)
-            return
-        self._cancel_timeout()
-        if msg.ok:
-            self.settle(
-                Outcome(True, msg.value, msg.packed, attempt=self.attempt, finished=self.driver.now())
-            )
-        else:
-            assert msg.error is not None
-            self._attempt_failed(msg.error, msg.original)
-
-    def _attempt_failed(self, error: BaseException, original: BaseException | None) -> None:
-        policy = self.op.retry
-        cause = original if original is not None else error
-        cancelled = (
-            self.context is not None
-            and self.context.cancelled.is_set()
-            and not isinstance(error, ActivityTimeoutError)
-        )
-        if (
-            policy is not None
-            and isinstance(cause, Exception)
-            and not cancelled
-            and policy.retries(cause, self.attempt)
-        ):
-            delay = policy.delay(self.attempt)
-            self.driver.log.info(
-                "activity attempt failed; retrying", step=self.step, attempt=self.attempt, delay=delay
-            )
-            self.retry_handle = self.driver.port.call_later(delay, RetryDue(self, self.attempt + 1))
-            return
-        self.settle(Outcome(False, error=error, attempt=self.attempt, finished=self.driver.now()))
-
-    def on_retry(self, msg: RetryDue) -> None:
-        if not self.live or msg.attempt != self.attempt + 1:
-            return
-        self.retry_handle = None
-        self.attempt = msg.attempt
-        self._dispatch()
-
-    def on_timeout(self, msg: AttemptTimedOut) -> None:
-        if not self.live or msg.attempt != self.attempt or self.retry_handle is not None:
-            return
-        self.timeout_handle = None
-        if self.context is not None:
-            self.context.cancelled.set()
-        error = ActivityTimeoutError(
-            type_name(ActivityTimeoutError),
-            f"step {self.step} attempt {self.attempt} ran past its timeout of {self.op.timeout}s",
-        )
-        self._attempt_failed(error, error)
-
-    def _cancel_timeout(self) -> None:
-        if self.timeout_handle is not None:
-            self.timeout_handle.cancel()
-            self.timeout_handle = None
-
-    def on_abandon(self, cancel: bool) -> None:
-        self._cancel_timeout()
-        if self.retry_handle is not None:
-            self.retry_handle.cancel()
-            self.retry_handle = None
-        if cancel:
-            self.flag_cancel()
-
-    def flag_cancel(self) -> None:
-        if self.context is not None:
-            self.context.cancelled.set()
 
 
 class SleepNode(Node):
@@ -543,165 +385,3 @@ class StateNode(Node):
         self.started = driver.now()
         driver.port.set_state(self.op.value)
         self.settle(Outcome(True, None, self.op.packed, finished=self.started))
-
-
-# --------------------------------------------------------------------------
-# generator frames
-# --------------------------------------------------------------------------
-
-
-class GenNode(Node):
-    """Drives one generator: the workflow itself (the root) or a multi-step branch."""
-
-    __slots__ = ("counter", "current", "gen", "is_root", "prefix", "res", "starting", "sync")
-    kind = "branch"
-
-    def __init__(
-        self,
-        driver: RunDriver,
-        step: str,
-        parent: Parent | None,
-        order: tuple[int, ...],
-        pos: int,
-        gen: types.GeneratorType[Any, Any, Any],
-        is_root: bool = False,
-    ) -> None:
-        super().__init__(driver, step, parent, order, pos)
-        self.gen = gen
-        self.is_root = is_root
-        self.prefix = f"{step}." if step else ""
-        self.counter = 0
-        self.current: Node | None = None
-        self.sync: Outcome | None = None
-        self.starting = False
-        self.res: list[Reservation] = []
-
-    def start(self) -> None:
-        rec = self.recorded()
-        if rec is not None and rec.get("st") in SETTLED:
-            for reservation in rec.get("res") or ():
-                self.driver.reserved.add((reservation[0], reservation[1]))
-            self.gen.close()
-            self.settle(self.driver.outcome_from_record(rec, self.kind))
-            return
-        self.started = self.driver.now()
-        self.advance(None, None)
-
-    def advance(self, value: Any, error: BaseException | None) -> None:
-        """Run the generator until it waits on a step that has not settled yet."""
-        driver = self.driver
-        gen = self.gen
-        while True:
-            try:
-                op = gen.send(value) if error is None else gen.throw(error)
-            except StopIteration as stop:
-                self._complete(True, stop.value, None)
-                return
-            except BaseException as exc:  # the workflow's own error ends this frame
-                self._complete(False, None, exc)
-                return
-            value, error = None, None
-            index = self.counter
-            self.counter += 1
-            step = self.prefix + str(index)
-            if not isinstance(op, Operation):
-                error = TypeError(
-                    f"step {step}: a workflow must yield operations (ctx.run, ctx.all, ...), "
-                    f"got {type(op).__name__}"
-                )
-                continue
-            mismatch = driver.check_replay(op, step)
-            if mismatch is not None:
-                error = mismatch
-                continue
-            node = driver.make_node(op, step, self, (*self.order, index), index)
-            self.current = node
-            if self.is_root and driver.cancel_pending:
-                driver.cancel_pending = False
-                driver.deliver_cancel(node)
-                return
-            self.starting = True
-            self.sync = None
-            try:
-                node.start()
-            finally:
-                self.starting = False
-            outcome = self.sync
-            if outcome is None:
-                return
-            self.sync = None
-            self.current = None
-            if outcome.ok:
-                value = outcome.value
-            else:
-                error = outcome.error
-                if self.is_root and isinstance(error, CancelledError):
-                    driver.cancel_delivered = True
-
-    def child_settled(self, node: Node, outcome: Outcome) -> None:
-        if self.current is node:
-            self.current = None
-        if not self.live and not self.is_root:
-            return
-        if outcome.ok and outcome.res and not self.is_root:
-            self.res.extend(outcome.res)
-        if outcome.recorded or isinstance(outcome.error, NonDeterminismError):
-            if self.starting:
-                self.sync = outcome
-            else:
-                self.resume(outcome)
-            return
-        driver = self.driver
-        driver.record_outcome(node, outcome)
-        if self.is_root:
-            if outcome.ok:
-                driver.consume(outcome.res, node.step)
-            else:
-                driver.release(outcome.res)
-        driver.after_commit(lambda: self.resume(outcome))
-
-    def resume(self, outcome: Outcome) -> None:
-        if not self.live or self.driver.finished:
-            return
-        if outcome.ok:
-            self.advance(outcome.value, None)
-        else:
-            self.advance(None, outcome.error)
-
-    def _complete(self, ok: bool, value: Any, error: BaseException | None) -> None:
-        driver = self.driver
-        if self.is_root:
-            self.live = False
-            driver.finish_run(ok, value, error)
-            return
-        if ok:
-            try:
-                packed, back = encode(
-                    value, f"step {self.step}", root="result", limit=driver.port.max_payload
-                )
-            except (SerializationError, PayloadTooLargeError) as exc:
-                ok, error = False, exc
-            else:
-                self.settle(Outcome(True, back, packed, finished=driver.now(), res=list(self.res)))
-                return
-        assert error is not None
-        driver.release(self.res)
-        self.res = []
-        if not isinstance(error, NonDeterminismError):
-            error = ActivityError.from_exception(error)
-        self.settle(Outcome(False, error=error, finished=driver.now()))
-
-    def on_abandon(self, cancel: bool) -> None:
-        if self.current is not None:
-            self.current.abandon(cancel)
-            self.current = None
-        self.driver.release(self.res)
-        self.res = []
-        try:
-            self.gen.close()
-        except BaseException:  # a finally block that yields; the branch is gone either way
-            self.driver.log.warning("losing branch generator did not close cleanly", step=self.step)
-
-    def flag_cancel(self) -> None:
-        if self.current is not None:
-            self.current.flag_cancel()

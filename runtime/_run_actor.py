@@ -16,6 +16,7 @@ from typing import Any
 import pykka
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
 
+from ._activity import ActivityTask
 from ._branch import BranchPool
 from ._clock import Clock
 from ._driver import RunDriver
@@ -30,7 +31,6 @@ from ._messages import (
     RunEnded,
     StartChild,
 )
-from ._nodes import ActivityTask
 from ._registry import Registry
 from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
 
