@@ -37,7 +37,13 @@ class ActivityTask:
         self.deliver: Any = None
 
     def wanted(self) -> bool:
-        return self.node.live and self.node.attempt == self.attempt
+        """False only for an attempt that was superseded (it timed out and was retried).
+
+        A race loser or a branch left behind by a timeout is abandoned, not
+        killed: its attempt still runs to completion, even if it had not
+        started yet when the race was decided; its result is dropped.
+        """
+        return self.node.attempt == self.attempt
 
     def execute(self, now: float) -> ActivityDone:
         """Run the activity (in a branch actor's thread); never raises."""

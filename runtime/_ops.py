@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import types
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -51,7 +51,7 @@ class Operation:
         return []
 
 
-Branch = Operation | types.GeneratorType  # type: ignore[type-arg]
+Branch = Operation | Generator[Any, Any, Any]
 
 
 class ActivityOp(Operation):

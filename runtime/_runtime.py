@@ -195,12 +195,14 @@ class Runtime:
     def get(self, run_id: str) -> RunHandle:
         """A handle on an existing run. Raises RunNotFoundError if there is none."""
         _check_run_id(run_id)
+        self._check_open()
         if self.store.get("runs", run_key(run_id)) is None:
             raise RunNotFoundError(run_id)
         return RunHandle(self, run_id)
 
     def runs(self, status: RunStatus | str | None = None) -> list[RunSummary]:
         """Summaries of every run in the store, optionally only those with ``status``."""
+        self._check_open()
         wanted = None if status is None else RunStatus(status)
         summaries = []
         for _, record in self.store.scan("runs"):
@@ -280,6 +282,7 @@ class RunHandle:
         return f"RunHandle({self.run_id!r})"
 
     def _record(self) -> dict[str, Any]:
+        self._rt._check_open()
         record = self._rt.store.get("runs", run_key(self.run_id))
         if record is None:
             raise RunNotFoundError(self.run_id)
@@ -362,6 +365,7 @@ class RunHandle:
 
     def state(self) -> Any:
         """The last value the workflow gave ``ctx.set_state()`` (``None`` before the first)."""
+        self._rt._check_open()
         states = self._rt._services.states
         if self.run_id in states:
             return states[self.run_id]
