@@ -124,7 +124,16 @@ class RunDriver:
             self.finish_run(False, None, exc)
             return
         self.root = GenNode(self, "", None, (), 0, gen, is_root=True)
+        was_parked = self.persisted_status == "parked"
+        if was_parked:
+            # Live again while it replays; finish_run un-marks it if it parks again.
+            self.port.set_resumed(True)
         self.root.advance(None, None)
+        if was_parked and not self.finished:
+            # The code matches the journal again: the run is live, not parked.
+            self.persisted_status = "running"
+            self.ops.append(self._run_op({"st": "running", "err": None}))
+            self.lazy_only = False
         if cancel_requested and not self.cancel_delivered and not self.finished:
             self.cancel()
 
@@ -435,6 +444,7 @@ class RunDriver:
             elif status == "parked":
                 self.log.warning("run parked: workflow code does not match its journal", reason=str(error))
         changes["st"] = status
+        self.port.set_resumed(False)
         self.finished = True
         self.final_status = status
         for leaf in list(self.leaves):

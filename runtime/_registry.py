@@ -64,6 +64,10 @@ class Retry:
             or not self.backoff >= 1
         ):
             raise ValueError(f"Retry.backoff must be a number >= 1, got {self.backoff!r}")
+        if not isinstance(self.non_retryable, (tuple, list)):
+            raise TypeError(
+                f"Retry.non_retryable must be a tuple of exception classes, got {self.non_retryable!r}"
+            )
         classes = tuple(self.non_retryable)
         for cls in classes:
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):

@@ -91,6 +91,7 @@ class Services:
     completions: Completions = field(default_factory=Completions)
     states: dict[str, Any] = field(default_factory=dict)
     entries: dict[str, Any] = field(default_factory=dict)  # the supervisor's table; others only read it
+    resumed: set[str] = field(default_factory=set)  # parked runs whose replay got past the divergence
     supervisor: pykka.ActorRef[Any] | None = None
 
 
@@ -140,6 +141,13 @@ class RunPort:
 
     def set_state(self, value: Any) -> None:
         self.services.states[self.run_id] = value
+
+    def set_resumed(self, resumed: bool) -> None:
+        """Mark a parked run as live again (its stored status may still say parked)."""
+        if resumed:
+            self.services.resumed.add(self.run_id)
+        else:
+            self.services.resumed.discard(self.run_id)
 
     def run_finished(self, status: str, record: dict[str, Any]) -> None:
         self.services.completions.notify(self.run_id)

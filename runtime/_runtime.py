@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 import uuid
@@ -49,6 +50,16 @@ def _check_run_id(run_id: Any, param: str = "run_id") -> str:
     if not run_id or len(run_id) > 1024:
         raise ValueError(f"{param} must have 1 to 1024 characters, got {len(run_id)}")
     return run_id
+
+
+def _check_timeout(timeout: Any) -> float:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__} {timeout!r}"
+        )
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be a non-negative number of seconds, got {timeout!r}")
+    return float(timeout)
 
 
 def _utc(stamp: Any) -> datetime | None:
@@ -102,6 +113,12 @@ class Runtime:
             )
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ValueError(f"max_payload must be a positive int of bytes, got {max_payload!r}")
+        if clock is not None and not all(
+            callable(getattr(clock, name, None)) for name in ("time", "monotonic", "wait_hint", "subscribe")
+        ):
+            raise TypeError(f"clock must implement treadle.runtime.Clock, got {type(clock).__name__}")
+        if registry is not None and not isinstance(registry, Registry):
+            raise TypeError(f"registry must be a treadle.runtime.Registry, got {type(registry).__name__}")
         self._closed = False
         self._lock = threading.Lock()
         self.clock: Clock = clock if clock is not None else SystemClock()
@@ -219,7 +236,7 @@ class Runtime:
 
     def _status(self, run_id: str, record: dict[str, Any]) -> RunStatus:
         stored = RunStatus(record.get("st", "running"))
-        if stored.finished or stored == RunStatus.PARKED:
+        if stored.finished or (stored == RunStatus.PARKED and run_id not in self._services.resumed):
             return stored
         entry = self._services_entry(run_id)
         if entry is not None:
@@ -296,7 +313,7 @@ class RunHandle:
             RunParkedError: the run is parked (its code no longer matches its journal).
             TimeoutError: not finished in time.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = None if timeout is None else time.monotonic() + _check_timeout(timeout)
         completions = self._rt._services.completions
         while True:
             event = completions.watch(self.run_id)
@@ -311,7 +328,7 @@ class RunHandle:
                         "m": "the run was cancelled",
                     }
                     raise WorkflowFailedError(self.run_id, err.get("t", "?"), err.get("m", ""))
-                if status == "parked":
+                if status == "parked" and self.run_id not in self._rt._services.resumed:
                     err = record.get("err") or {}
                     raise RunParkedError(
                         self.run_id, err.get("m", "workflow code does not match the journal")

@@ -1,0 +1,331 @@
+"""Durability: timers across restarts, fake clocks, parking on changed code, unregistered runs.
+
+Every test quotes the part of DESIGN.md (or RELIABILITY.md) it pins.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid as uuid_mod
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import pykka
+import pytest
+from conftest import WAIT, wait_until
+from treadle.runtime import (
+    ActivityContext,
+    NonDeterminismError,
+    Registry,
+    RunParkedError,
+    RunStatus,
+    activity,
+    workflow,
+)
+from treadle.runtime._run_actor import RunActor
+from treadle.runtime.testing import FakeClock
+
+GATES: dict[str, threading.Event] = {}
+CALLS: dict[str, list[Any]] = {}
+MODE: dict[str, str] = {}
+CAUGHT: dict[str, dict[str, Any]] = {}
+HOLDS: dict[str, threading.Event] = {}
+REACHED: dict[str, threading.Event] = {}
+
+
+def _note(run_id: str, item: Any) -> None:
+    CALLS.setdefault(run_id, []).append(item)
+
+
+def _run_id(prefix: str) -> str:
+    return f"{prefix}-{uuid_mod.uuid4().hex[:8]}"
+
+
+@activity(name="dur.step")
+def step(label: str, actx: ActivityContext) -> str:
+    _note(actx.run_id, label)
+    gate = GATES.get(f"{actx.run_id}:{label}")
+    if gate is not None:
+        assert gate.wait(WAIT), "gate not opened"
+    return label
+
+
+@activity(name="dur.b")
+def step_b(actx: ActivityContext) -> str:
+    _note(actx.run_id, "b")
+    return "b"
+
+
+@activity(name="dur.c")
+def step_c(actx: ActivityContext) -> str:
+    _note(actx.run_id, "c")
+    return "c"
+
+
+@workflow(name="dur.sleeper")
+def sleeper(ctx: Any, seconds: Any) -> Any:
+    first = yield ctx.run(step, "before")
+    yield ctx.sleep(seconds)
+    second = yield ctx.run(step, "after")
+    return [first, second]
+
+
+@workflow(name="dur.until")
+def until(ctx: Any, when_iso: str) -> Any:
+    yield ctx.sleep_until(datetime.fromisoformat(when_iso))
+    return "woke"
+
+
+@workflow(name="dur.changing")
+def changing(ctx: Any) -> Any:
+    a = yield ctx.run(step, "a")
+    if MODE["changing"] == "old":
+        b = yield ctx.run(step_b)
+    else:
+        b = yield ctx.run(step_c)
+    payload = yield ctx.wait_for_signal("dur.go")
+    return [a, b, payload]
+
+
+@workflow(name="dur.catching")
+def catching(ctx: Any) -> Any:
+    a = yield ctx.run(step, "a")
+    if MODE["catching"] == "old":
+        b = yield ctx.run(step_b)
+    else:
+        try:
+            b = yield ctx.run(step_c)
+        except NonDeterminismError as e:
+            CAUGHT[ctx.run_id] = {"run_id": e.run_id, "step": e.step, "recorded": e.recorded, "got": e.got}
+            b = "caught"
+    payload = yield ctx.wait_for_signal("dur.go")
+    return [a, b, payload]
+
+
+@workflow(name="dur.held")
+def held(ctx: Any) -> Any:
+    a = yield ctx.run(step, "a")
+    if MODE["held"] == "old":
+        b = yield ctx.run(step_b)
+    else:
+        b = yield ctx.run(step_c)
+    hold = HOLDS.get(ctx.run_id)
+    if hold is not None:
+        # Past the step that diverged: the replay now matches the journal.
+        REACHED[ctx.run_id].set()
+        assert hold.wait(WAIT), "hold not released"
+    payload = yield ctx.wait_for_signal("dur.go")
+    return [a, b, payload]
+
+
+@workflow(name="dur.waiter")
+def waiter(ctx: Any) -> Any:
+    a = yield ctx.run(step, "w")
+    payload = yield ctx.wait_for_signal("dur.go")
+    return [a, payload]
+
+
+def _run_actors() -> list[Any]:
+    return pykka.ActorRegistry.get_by_class(RunActor)
+
+
+# --------------------------------------------------------------------------
+# durable sleep
+# --------------------------------------------------------------------------
+
+
+def test_durable_sleep_survives_a_restart(box: Any, rt: Any) -> None:
+    """DESIGN.md: "`ctx.sleep(duration)` | `None` | durable timer; ... survives restarts";
+    "A run that is only sleeping or waiting holds no thread: its actor stops and the
+    TimerService or an incoming signal starts it again"."""
+    run_id = _run_id("dur-sleep")
+    handle = rt.start(sleeper, 0.5, run_id=run_id)
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED while sleeping")
+    wait_until(lambda: not _run_actors(), message="no RunActor while sleeping")
+
+    rt = box.restart()
+    handle = rt.get(run_id)
+    assert handle.result(timeout=WAIT) == ["before", "after"]
+    assert CALLS[run_id] == ["before", "after"], "the step before the sleep is not run again"
+    history = handle.history()
+    assert [(s.step, s.kind, s.status) for s in history] == [
+        ("0", "activity", "completed"),
+        ("1", "sleep", "completed"),
+        ("2", "activity", "completed"),
+    ]
+
+
+def test_sleep_with_a_fake_clock(box: Any) -> None:
+    """DESIGN.md: "`clock=None`" parameter of Runtime; testing.FakeClock: "durable
+    sleeps, timeouts and retries follow it"; durations accept `"1h"`."""
+    clock = FakeClock()
+    rt = box.open(clock=clock)
+    handle = rt.start(sleeper, "1h")
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED while sleeping")
+    with pytest.raises(TimeoutError):
+        handle.result(timeout=0.05)
+    clock.advance(1800)
+    with pytest.raises(TimeoutError):
+        handle.result(timeout=0.05)
+    clock.advance(1800)
+    assert handle.result(timeout=WAIT) == ["before", "after"]
+    sleep_step = handle.history()[1]
+    assert sleep_step.kind == "sleep"
+    assert (sleep_step.finished - sleep_step.started) >= timedelta(hours=1)
+
+
+def test_sleep_until_an_aware_datetime(box: Any) -> None:
+    """DESIGN.md: "`ctx.sleep_until(datetime)` | `None`"; "`sleep_until` needs a
+    timezone-aware datetime"."""
+    clock = FakeClock()
+    rt = box.open(clock=clock)
+    plus_two = timezone(timedelta(hours=2))
+    when = datetime.fromtimestamp(clock.time() + 100, tz=plus_two)
+    handle = rt.start(until, when.isoformat())
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED")
+    clock.advance(50)
+    with pytest.raises(TimeoutError):
+        handle.result(timeout=0.05)
+    clock.advance(50)
+    assert handle.result(timeout=WAIT) == "woke"
+    [record] = handle.history()
+    assert (record.kind, record.status) == ("sleep", "completed")
+
+
+# --------------------------------------------------------------------------
+# parking on changed code (scenario 17)
+# --------------------------------------------------------------------------
+
+
+def test_changed_code_parks_the_run_and_reverting_resumes_it(box: Any, rt: Any) -> None:
+    """DESIGN.md: "An uncaught `NonDeterminismError` (workflow code changed incompatibly)
+    **parks** the run: status PARKED, journal untouched, so deploying the fixed code and
+    restarting resumes it"; "`handle.result()` of a PARKED run raises `RunParkedError` at
+    once (with the `NonDeterminismError`'s message)"; "PARKED runs are replayed at every
+    start-up and resume if the code now matches". RELIABILITY.md 17."""
+    MODE["changing"] = "old"
+    run_id = _run_id("dur-park")
+    handle = rt.start(changing, run_id=run_id)
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="waiting on the signal")
+    # The wait's own "running" record is written lazily: wait until it is in the store.
+    wait_until(lambda: len(handle.history()) == 3, message="the signal wait's record")
+    before = handle.history()
+    assert [(s.step, s.name) for s in before] == [("0", "dur.step"), ("1", "dur.b"), ("2", "dur.go")]
+
+    MODE["changing"] = "new"
+    rt = box.restart()
+    handle = rt.get(run_id)
+    handle.signal("dur.go", "payload")  # wakes the run: its replay meets the changed step 1
+    wait_until(lambda: handle.status() == RunStatus.PARKED, message="PARKED")
+    with pytest.raises(RunParkedError) as info:
+        handle.result(timeout=WAIT)
+    assert "step 1" in str(info.value)
+    assert "dur.b" in str(info.value) and "dur.c" in str(info.value)
+    assert handle.history() == before, "the journal is untouched"
+    assert [s.run_id for s in rt.runs(status=RunStatus.PARKED)] == [run_id]
+    assert "c" not in CALLS[run_id], "the changed step was not dispatched"
+
+    MODE["changing"] = "old"
+    rt = box.restart()
+    handle = rt.get(run_id)
+    wait_until(lambda: handle.status() == RunStatus.COMPLETED, message="the reverted run to complete")
+    assert handle.result(timeout=WAIT) == ["a", "b", "payload"]
+    assert handle.status() == RunStatus.COMPLETED
+    assert CALLS[run_id] == ["a", "b"], "no step ran twice"
+
+
+def test_resumed_parked_run_is_not_reported_parked(box: Any, rt: Any) -> None:
+    """DESIGN.md: "PARKED runs are replayed at every start-up and resume if the code now
+    matches"; "`handle.result()` ... the return value"; "handle.status() # a RunStatus:
+    RUNNING ..."."""
+    MODE["held"] = "old"
+    run_id = _run_id("dur-held")
+    handle = rt.start(held, run_id=run_id)
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="waiting on the signal")
+    wait_until(lambda: len(handle.history()) == 3, message="the signal wait's record")
+    try:
+        MODE["held"] = "new"
+        rt = box.restart()
+        handle = rt.get(run_id)
+        handle.signal("dur.go", "payload")
+        wait_until(lambda: handle.status() == RunStatus.PARKED, message="PARKED")
+
+        MODE["held"] = "old"
+        HOLDS[run_id] = box.gate()
+        REACHED[run_id] = threading.Event()
+        rt = box.restart()
+        handle = rt.get(run_id)
+        assert REACHED[run_id].wait(WAIT), "the replay passed the step that had diverged"
+        status = handle.status()
+        with pytest.raises(TimeoutError):
+            handle.result(timeout=0.05)  # waits: the run is live again, not parked
+        assert status == RunStatus.RUNNING
+    finally:
+        MODE["held"] = "old"
+        if run_id in HOLDS:
+            HOLDS[run_id].set()
+    assert handle.result(timeout=WAIT) == ["a", "b", "payload"]
+
+
+def test_non_determinism_error_carries_fields_and_can_be_caught(box: Any, rt: Any) -> None:
+    """DESIGN.md: "`NonDeterminismError` has `.run_id`, `.step`, `.recorded` (what the
+    journal holds) and `.got` (what the code did)"; "it can be caught by the workflow";
+    "A run is FAILED only by its own errors"."""
+    MODE["catching"] = "old"
+    run_id = _run_id("dur-catch")
+    handle = rt.start(catching, run_id=run_id)
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="waiting on the signal")
+
+    MODE["catching"] = "new"
+    try:
+        rt = box.restart()
+        handle = rt.get(run_id)
+        handle.signal("dur.go", 7)
+        assert handle.result(timeout=WAIT) == ["a", "caught", 7]
+    finally:
+        MODE["catching"] = "old"
+    caught = CAUGHT[run_id]
+    assert caught["run_id"] == run_id
+    assert caught["step"] == "1"
+    assert "dur.b" in caught["recorded"]
+    assert "dur.c" in caught["got"]
+    assert CALLS[run_id] == ["a", "b"]
+
+
+def test_run_of_unregistered_workflow_is_left_untouched(box: Any, rt: Any) -> None:
+    """DESIGN.md: "A run whose workflow is not registered is left untouched at start-up
+    and logged, never failed"; "A run whose workflow is not registered keeps its status
+    and is listed by `rt.runs()`"."""
+    waiting_id = _run_id("dur-unreg-wait")
+    waiting = rt.start(waiter, run_id=waiting_id)
+    busy_id = _run_id("dur-unreg-busy")
+    gate = box.gate()
+    GATES[f"{busy_id}:before"] = gate
+    busy = rt.start(sleeper, 0, run_id=busy_id)
+    wait_until(lambda: waiting.status() == RunStatus.SUSPENDED, message="the waiting run to suspend")
+    wait_until(lambda: CALLS.get(busy_id) == ["before"], message="the busy run's activity")
+    # "running" records are written lazily: wait until both are in the store.
+    wait_until(lambda: len(waiting.history()) == 2 and len(busy.history()) == 1, message="running records")
+    histories = {waiting_id: waiting.history(), busy_id: busy.history()}
+    assert [(s.step, s.kind, s.status) for s in histories[waiting_id]] == [
+        ("0", "activity", "completed"),
+        ("1", "signal", "running"),
+    ]
+    assert [(s.step, s.kind, s.status) for s in histories[busy_id]] == [("0", "activity", "running")]
+
+    box.shutdown()
+    rt = box.open(registry=Registry())
+    runs = {s.run_id: s for s in rt.runs()}
+    assert set(runs) == {waiting_id, busy_id}
+    assert runs[waiting_id].status == RunStatus.SUSPENDED
+    assert runs[waiting_id].workflow == "dur.waiter"
+    assert runs[busy_id].status == RunStatus.RUNNING
+    assert runs[busy_id].workflow == "dur.sleeper"
+    assert not _run_actors(), "no run was started"
+    assert {rid: rt.get(rid).history() for rid in histories} == histories
+
+    gate.set()
+    rt = box.restart()
+    rt.get(waiting_id).signal("dur.go", "late")
+    assert rt.get(waiting_id).result(timeout=WAIT) == ["w", "late"]
+    assert rt.get(busy_id).result(timeout=WAIT) == ["before", "after"]
