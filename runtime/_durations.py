@@ -25,7 +25,10 @@ def parse_duration(value: Any, param: str) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{param} must be a duration (seconds, timedelta or '5s'), got bool {value!r}")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"{param} must be a finite duration, got an int too large for a float") from None
     elif isinstance(value, timedelta):
         seconds = value.total_seconds()
     elif isinstance(value, str):

@@ -78,7 +78,11 @@ class Retry:
         """Seconds to wait after attempt ``failed_attempt`` (from 1) failed."""
         initial = float(self.initial)  # type: ignore[arg-type]
         cap = float(self.max_interval)  # type: ignore[arg-type]
-        return float(min(initial * (self.backoff ** (failed_attempt - 1)), cap))
+        try:
+            delay = initial * float(self.backoff) ** (failed_attempt - 1)
+        except OverflowError:  # a long-lived policy: the cap holds for ever
+            return cap
+        return min(delay, cap)
 
     def retries(self, error: BaseException | None, failed_attempt: int) -> bool:
         """Whether another attempt follows a failure of ``failed_attempt``."""

@@ -82,7 +82,8 @@ class Scheduler:
                     if wait <= 0:
                         heapq.heappop(self._heap)
                         break
-                    self._cond.wait(self.clock.wait_hint(wait))
+                    hint = self.clock.wait_hint(wait)
+                    self._cond.wait(None if hint is None else min(hint, 3600.0))
             try:
                 handle.callback()
             except Exception:
@@ -160,7 +161,7 @@ class TimerService(pykka.ThreadingActor):
             self._wakeup.cancel()
             self._wakeup = None
         if self._heap:
-            delay = self._heap[0][0] - self.clock.time()
+            delay = min(self._heap[0][0] - self.clock.time(), 3600.0)  # re-checked hourly
             ref = self.actor_ref
             self._wakeup = self.scheduler.call_later(delay, lambda: _safe_tell(ref, _Tick()))
 

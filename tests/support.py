@@ -1,0 +1,90 @@
+"""Helpers shared by the test tiers (fixtures live in conftest.py).
+
+Tests never sleep to wait: they use events, barriers and ``wait_until``
+(bounded polling); every test has a timeout (pytest-timeout, see pyproject).
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from treadle.runtime import Runtime
+
+SHUTDOWN_TIMEOUT = 15.0
+WAIT = 5.0
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, message: str = "condition") -> Any:
+    """Poll ``predicate`` (every 5 ms) until truthy; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(0.005)
+
+
+class Counter:
+    """Thread-safe call counter by name."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: collections.Counter[str] = collections.Counter()
+
+    def hit(self, name: str) -> int:
+        with self._lock:
+            self._counts[name] += 1
+            return self._counts[name]
+
+    def __getitem__(self, name: str) -> int:
+        with self._lock:
+            return self._counts[name]
+
+
+class Box:
+    """Owns the live Runtime of a test; restart() reopens the same store."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.current: Runtime | None = None
+        self.gates: list[threading.Event] = []
+
+    def open(self, **kwargs: Any) -> Runtime:
+        assert self.current is None
+        self.current = Runtime(str(self.path), **kwargs)
+        return self.current
+
+    def shutdown(self) -> None:
+        if self.current is None:
+            return
+        rt, self.current = self.current, None
+        done = threading.Event()
+
+        def stop() -> None:
+            rt.shutdown()
+            done.set()
+
+        threading.Thread(target=stop, daemon=True).start()
+        assert done.wait(SHUTDOWN_TIMEOUT), "Runtime.shutdown() did not return in time"
+
+    def restart(self, **kwargs: Any) -> Runtime:
+        self.shutdown()
+        return self.open(**kwargs)
+
+    def gate(self) -> threading.Event:
+        """An event activities block on; every gate is opened at teardown."""
+        event = threading.Event()
+        self.gates.append(event)
+        return event
+
+    def close(self) -> None:
+        for gate in self.gates:
+            gate.set()
+        self.shutdown()

@@ -1,0 +1,1 @@
+"""Unit tier: one module of treadle at a time, no Runtime, no sleeping."""
