@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from conftest import WAIT, wait_until
+from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,
     ActivityError,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pykka
 import pytest
-from conftest import WAIT, wait_until
+from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,
     NonDeterminismError,

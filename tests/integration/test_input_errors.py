@@ -16,7 +16,7 @@ from typing import Any
 
 import pykka
 import pytest
-from conftest import WAIT
+from tests.support import WAIT
 from treadle.runtime import (
     ActivityContext,
     PayloadTooLargeError,
