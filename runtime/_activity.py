@@ -97,6 +97,8 @@ class ActivityNode(Node):
     def _dispatch(self) -> None:
         driver = self.driver
         context = ActivityContext(run_id=driver.run_id, step=self.step, attempt=self.attempt, key=self.op.key)
+        if self.cancel_flag:
+            context.cancelled.set()
         self.context = context
         driver.port.dispatch(ActivityTask(self, self.attempt, context, driver.port.max_payload))
         crash_point("after_branch_spawn")
@@ -170,6 +172,6 @@ class ActivityNode(Node):
         if cancel:
             self.flag_cancel()
 
-    def flag_cancel(self) -> None:
+    def flagged(self) -> None:
         if self.context is not None:
             self.context.cancelled.set()

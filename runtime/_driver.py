@@ -392,13 +392,13 @@ class RunDriver:
         """Raise CancelledError into the workflow at its current yield."""
         if self.finished or self.root is None:
             return
-        for leaf in list(self.leaves):
-            leaf.flag_cancel()
         current = self.root.current
         if current is not None and current.live:
             self.deliver_cancel(current)
         else:
             self.cancel_pending = True
+        for leaf in list(self.leaves):  # detached branches (fail_fast siblings, losers)
+            leaf.flag_cancel()
 
     def deliver_cancel(self, node: Node) -> None:
         assert self.root is not None

@@ -87,6 +87,8 @@ class GenNode(Node):
                 driver.cancel_pending = False
                 driver.deliver_cancel(node)
                 return
+            if self.cancel_flag:
+                node.cancel_flag = True
             self.starting = True
             self.sync = None
             try:
@@ -169,6 +171,6 @@ class GenNode(Node):
         except BaseException:  # a finally block that yields; the branch is gone either way
             self.driver.log.warning("losing branch generator did not close cleanly", step=self.step)
 
-    def flag_cancel(self) -> None:
+    def flagged(self) -> None:
         if self.current is not None:
             self.current.flag_cancel()

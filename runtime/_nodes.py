@@ -19,9 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from treadle.storage import crash_point, encode, pack
 
-from ._errors import (
-    ActivityError,
-)
+from ._errors import ActivityError, CancelledError
 from ._messages import ChildDone
 from ._ops import ChildOp, RecordOp, SignalOp, SleepOp, StateOp
 
@@ -82,7 +80,7 @@ class Parent(Protocol):
 class Node:
     """One step of a run."""
 
-    __slots__ = ("driver", "live", "order", "parent", "pos", "started", "step")
+    __slots__ = ("cancel_flag", "driver", "live", "order", "parent", "pos", "started", "step")
     kind = "?"
 
     def __init__(
@@ -95,6 +93,7 @@ class Node:
         self.pos = pos
         self.live = True
         self.started = 0.0
+        self.cancel_flag = False
 
     @property
     def name(self) -> str | None:
@@ -140,7 +139,15 @@ class Node:
         return None
 
     def flag_cancel(self) -> None:
-        """Set ``cancelled`` on the activities of this subtree without abandoning them."""
+        """Set ``cancelled`` on the activities of this subtree, now and for steps it starts later.
+
+        The subtree is not abandoned: activities keep running (cooperative
+        cancellation). ``flagged`` is what subclasses extend.
+        """
+        self.cancel_flag = True
+        self.flagged()
+
+    def flagged(self) -> None:
         return
 
 
@@ -228,6 +235,13 @@ class SignalNode(Node):
             )
             return
         driver.leaf_started(self, busy=False)
+        if self.cancel_flag:
+            self.settle(
+                Outcome(
+                    False, error=CancelledError(f"step {self.step}: wait given up"), finished=driver.now()
+                )
+            )
+            return
         if self.try_take():
             return
         driver.waiters[name] = self
@@ -271,6 +285,23 @@ class SignalNode(Node):
                 finished=self.driver.now(),
             )
         )
+
+    def flagged(self) -> None:
+        """The coordinator holding this wait failed fast, or the run is cancelled.
+
+        A wait cannot finish on its own the way an activity does, and its
+        signal would never be used: it gives up with CancelledError, so the
+        name is free for a later wait and any signal stays buffered.
+        """
+        if self.live and self.driver.waiters.get(self.op.signal) is self:
+            self._stop_waiting()
+            self.settle(
+                Outcome(
+                    False,
+                    error=CancelledError(f"step {self.step}: wait given up"),
+                    finished=self.driver.now(),
+                )
+            )
 
     def _stop_waiting(self) -> None:
         driver = self.driver

@@ -146,6 +146,7 @@ class Coordinator(Node):
                     self._accept(index, Outcome(False, error=mismatch), None)
                     continue
                 node = driver.make_node(branch, step, self, (*self.order, index), index)
+                node.cancel_flag = self.cancel_flag
                 self.children[index] = node
                 self.running += 1
                 node.start()
@@ -189,9 +190,7 @@ class Coordinator(Node):
         if not outcome.ok and op.fail_fast and not self.decided:
             # Raise now; siblings keep running (and stay checkpointed) with `cancelled` set.
             self.decided = True
-            for child in self.children:
-                if child is not None and child.live:
-                    child.flag_cancel()
+            self.flag_cancel()
             self._settle_failed(self._failures())
             return
         if len(self.outcomes) < len(op.branches) or self.decided:
@@ -341,7 +340,7 @@ class Coordinator(Node):
         self._stop_all(cancel)
         self._release_all()
 
-    def flag_cancel(self) -> None:
+    def flagged(self) -> None:
         for child in self.children:
             if child is not None and child.live:
                 child.flag_cancel()
