@@ -311,6 +311,10 @@ class RunDriver:
         rec["t1"] = self.now()
         self._put(node.step, rec, lazy=True)
 
+    def must_defer(self) -> bool:
+        """Whether something recorded is not durable yet (a new step must wait for it)."""
+        return not self.lazy_only or bool(self.batches)
+
     def after_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once what was recorded so far is durable."""
         self.after.append(callback)
@@ -319,7 +323,8 @@ class RunDriver:
         """Send what this message recorded to the writer, as one batch."""
         if not self.ops and not self.after:
             return
-        ops, callbacks, lazy = self.ops, self.after, self.lazy_only
+        ops, callbacks = self.ops, self.after
+        lazy = self.lazy_only and not callbacks  # someone waits on it: commit it promptly
         self.ops, self.after, self.lazy_only = [], [], True
         if not lazy and self.persisted_status == "suspended":
             self.persisted_status = "running"

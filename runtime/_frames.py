@@ -89,23 +89,42 @@ class GenNode(Node):
                 return
             if self.cancel_flag:
                 node.cancel_flag = True
-            self.starting = True
-            self.sync = None
-            try:
-                node.start()
-            finally:
-                self.starting = False
-            outcome = self.sync
+            if driver.must_defer():
+                # The generator already runs on an outcome that is not durable
+                # yet; the step it asks for is dispatched once that outcome is.
+                driver.after_commit(lambda node=node: self._start_deferred(node))  # type: ignore[misc]
+                return
+            outcome = self._start(node)
             if outcome is None:
                 return
-            self.sync = None
+            value, error = self._feed(outcome)
+
+    def _start(self, node: Node) -> Outcome | None:
+        """Start ``node``; its outcome if it settled at once (replayed or immediate)."""
+        self.starting = True
+        self.sync = None
+        try:
+            node.start()
+        finally:
+            self.starting = False
+        outcome, self.sync = self.sync, None
+        if outcome is not None:
             self.current = None
-            if outcome.ok:
-                value = outcome.value
-            else:
-                error = outcome.error
-                if self.is_root and isinstance(error, CancelledError):
-                    driver.cancel_delivered = True
+        return outcome
+
+    def _start_deferred(self, node: Node) -> None:
+        if not self.live or self.current is not node or self.driver.finished:
+            return
+        outcome = self._start(node)
+        if outcome is not None:
+            self.advance(*self._feed(outcome))
+
+    def _feed(self, outcome: Outcome) -> tuple[Any, BaseException | None]:
+        if outcome.ok:
+            return outcome.value, None
+        if self.is_root and isinstance(outcome.error, CancelledError):
+            self.driver.cancel_delivered = True
+        return None, outcome.error
 
     def child_settled(self, node: Node, outcome: Outcome) -> None:
         if self.current is node:
@@ -127,15 +146,18 @@ class GenNode(Node):
                 driver.consume(outcome.res, node.step)
             else:
                 driver.release(outcome.res)
-        driver.after_commit(lambda: self.resume(outcome))
+        # Resume at once: workflow code has no effects outside operations, and
+        # the next operation is only dispatched once this record is durable
+        # (see advance). A workflow that returns now shares this commit.
+        if self.starting:
+            self.sync = outcome
+        else:
+            self.resume(outcome)
 
     def resume(self, outcome: Outcome) -> None:
         if not self.live or self.driver.finished:
             return
-        if outcome.ok:
-            self.advance(outcome.value, None)
-        else:
-            self.advance(None, outcome.error)
+        self.advance(*self._feed(outcome))
 
     def _complete(self, ok: bool, value: Any, error: BaseException | None) -> None:
         driver = self.driver
