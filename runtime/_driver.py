@@ -83,6 +83,7 @@ class RunDriver:
 
     def __init__(self, port: RunPort, record: dict[str, Any]) -> None:
         self.port = port
+        port.owner = self
         self.record = record
         self.run_id: str = record["id"]
         self.workflow = port.registry.workflow(record["wf"])
@@ -145,7 +146,8 @@ class RunDriver:
             if message.node.driver is self and isinstance(message.node, ActivityNode):
                 message.node.on_done(message)
         elif isinstance(message, Committed):
-            self._on_committed(message)
+            if message.owner is self:
+                self._on_committed(message)
         elif isinstance(message, TimerFired):
             node = self.timers.get(message.step)
             if node is not None:

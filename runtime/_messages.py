@@ -38,10 +38,11 @@ class ActivityDone:
 
 @dataclass(slots=True)
 class Committed:
-    """The writer committed batch ``batch`` (``error`` if it could not)."""
+    """The writer committed batch ``batch`` of ``owner`` (a driver); ``error`` if it could not."""
 
     batch: int
     error: BaseException | None
+    owner: Any = None
 
 
 @dataclass(slots=True)

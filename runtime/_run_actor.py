@@ -34,7 +34,7 @@ from ._messages import (
 from ._registry import Registry
 from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
 
-__all__ = ["Completions", "RunActor", "RunPort", "Services", "safe_tell"]
+__all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell"]
 
 
 def safe_tell(ref: pykka.ActorRef[Any] | None, message: Any) -> None:
@@ -102,6 +102,7 @@ class RunPort:
         self.services = services
         self.run_id = run_id
         self.ref: pykka.ActorRef[RunActor] | None = None
+        self.owner: Any = None  # the driver: acks name it, so a reused actor drops stale ones
         self.store = services.store
         self.registry = services.registry
         self.clock = services.clock
@@ -113,8 +114,10 @@ class RunPort:
         if batch is not None:
             ref = self.ref
 
+            owner = self.owner
+
             def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
-                safe_tell(ref, Committed(batch, error))
+                safe_tell(ref, Committed(batch, error, owner))
 
         self.services.writer.tell(WriteRequest(ops, ack, lazy))
 
@@ -155,39 +158,34 @@ class RunPort:
 
 
 class RunActor(pykka.ThreadingActor):
-    """Drives one run; replays it from the journal when started without a driver."""
+    """Drives one run at a time; the supervisor reuses an idle one for the next run.
+
+    A run is handed over with :class:`Host` (replayed from the journal when it
+    comes without a driver). Passivating or finishing a run leaves the actor
+    free for another; messages still arriving for an earlier run's driver are
+    recognised and dropped.
+    """
 
     use_daemon_thread = True
 
-    def __init__(self, services: Services, run_id: str, driver: RunDriver | None) -> None:
+    def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
-        self.run_id = run_id
-        self.driver = driver
-
-    def on_start(self) -> None:
-        try:
-            if self.driver is None:
-                record = self.services.store.get("runs", run_key(self.run_id))
-                if record is None:
-                    raise LookupError(f"run {self.run_id} has no record")
-                self.driver = RunDriver(RunPort(self.services, self.run_id), record)
-            self.driver.port.ref = self.actor_ref
-            if not self.driver.begun:
-                self.driver.begin()
-            self._after()
-        except Exception as exc:
-            self._crash(exc)
+        self.run_id = ""
+        self.driver: RunDriver | None = None
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, Host):
+            self._host(message)
+            return None
         driver = self.driver
         if driver is None:
             return None
         if isinstance(message, Passivate):
             if driver.idle and message.generation == driver.generation:
                 driver.suspend()
+                self.driver = None
                 safe_tell(self.services.supervisor, Passivated(self.run_id, message.generation, driver))
-                self.stop()
             else:
                 safe_tell(self.services.supervisor, PassivateRefused(self.run_id))
             return None
@@ -197,6 +195,23 @@ class RunActor(pykka.ThreadingActor):
         except Exception as exc:
             self._crash(exc)
         return None
+
+    def _host(self, message: Host) -> None:
+        self.run_id = message.run_id
+        try:
+            driver = message.driver
+            if driver is None:
+                record = self.services.store.get("runs", run_key(message.run_id))
+                if record is None:
+                    raise LookupError(f"run {message.run_id} has no record")
+                driver = RunDriver(RunPort(self.services, message.run_id), record)
+            driver.port.ref = self.actor_ref
+            self.driver = driver
+            if not driver.begun:
+                driver.begin()
+            self._after()
+        except Exception as exc:
+            self._crash(exc)
 
     def _after(self) -> None:
         driver = self.driver
@@ -212,5 +227,14 @@ class RunActor(pykka.ThreadingActor):
             error=repr(exc),
             exc_info=exc,
         )
+        self.driver = None
         safe_tell(self.services.supervisor, RunCrashed(self.run_id, repr(exc)))
         self.stop()
+
+
+@dataclass(slots=True)
+class Host:
+    """Drive run ``run_id`` (its dormant ``driver``, or a replay when ``None``)."""
+
+    run_id: str
+    driver: RunDriver | None

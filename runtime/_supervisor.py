@@ -46,11 +46,12 @@ from ._messages import (
     Wake,
 )
 from ._records import RunStatus
-from ._run_actor import RunActor, Services, safe_tell
+from ._run_actor import Host, RunActor, Services, safe_tell
 
 __all__ = ["Cancel", "Signal", "StartRun", "Supervisor"]
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
+IDLE_HOSTS = 16  # run actors kept for reuse; starting a thread costs more than a short run
 
 
 # -- public messages --------------------------------------------------------------
@@ -157,7 +158,6 @@ class Entry:
     passivating: bool = False
     creating: bool = False
     pending: list[Any] = field(default_factory=list)
-    stopping: pykka.ActorRef[RunActor] | None = None
     waits: list[str] = field(default_factory=list)
     crashes: int = 0
     parent: tuple[str, str] | None = None
@@ -177,6 +177,7 @@ class Supervisor(pykka.ThreadingActor):
         self.seqs: dict[str, int] = {}
         self.pending_keys: dict[tuple[str, str, str], Pending] = {}
         self.closing = False
+        self.idle_hosts: list[pykka.ActorRef[RunActor]] = []
 
     # -- start-up -----------------------------------------------------------------
 
@@ -310,11 +311,20 @@ class Supervisor(pykka.ThreadingActor):
     # -- routing, activation, passivation ----------------------------------------------------
 
     def _activate(self, entry: Entry) -> None:
-        if entry.stopping is not None:
-            entry.stopping.actor_stopped.wait(5.0)
-            entry.stopping = None
-        entry.ref = RunActor.start(self.services, entry.run_id, entry.driver)
+        host = self.idle_hosts.pop() if self.idle_hosts else RunActor.start(self.services)
+        entry.ref = host
         entry.status = RunStatus.RUNNING
+        safe_tell(host, Host(entry.run_id, entry.driver))
+        entry.driver = None  # the host owns it now
+
+    def _release_host(self, ref: pykka.ActorRef[RunActor] | None) -> None:
+        """A run left this actor (passivated or finished): keep it for the next run."""
+        if ref is None:
+            return
+        if len(self.idle_hosts) < IDLE_HOSTS and not self.closing:
+            self.idle_hosts.append(ref)
+        else:
+            ref.stop(block=False)
 
     def _route(self, run_id: str, message: Any) -> None:
         entry = self.entries.get(run_id)
@@ -350,7 +360,8 @@ class Supervisor(pykka.ThreadingActor):
         if entry is None:
             return
         entry.passivating = False
-        entry.stopping, entry.ref = entry.ref, None
+        self._release_host(entry.ref)
+        entry.ref = None
         entry.status = RunStatus.SUSPENDED
         entry.crashes = 0
         entry.driver = message.driver
@@ -379,8 +390,7 @@ class Supervisor(pykka.ThreadingActor):
         if parent is not None:
             watchers.append(parent)
         if entry is not None:
-            if entry.ref is not None:
-                entry.ref.stop(block=False)
+            self._release_host(entry.ref)
             watchers.extend(w for w in entry.watchers if w not in watchers)
         if message.status in FINISHED:
             for parent_id, step in watchers:
@@ -390,7 +400,7 @@ class Supervisor(pykka.ThreadingActor):
         entry = self.entries.get(message.run_id)
         if entry is None:
             return
-        entry.stopping, entry.ref, entry.driver = entry.ref, None, None
+        entry.ref, entry.driver = None, None  # the crashed actor stops itself
         entry.passivating = False
         entry.crashes += 1
         delay = min(0.05 * (2 ** min(entry.crashes, 10)), 30.0)
@@ -550,7 +560,8 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_shutdown(self, message: Shutdown) -> None:
         self.closing = True
-        refs = [entry.ref for entry in self.entries.values() if entry.ref is not None]
+        refs = [entry.ref for entry in self.entries.values() if entry.ref is not None] + self.idle_hosts
+        self.idle_hosts = []
         for ref in refs:
             try:
                 ref.stop(block=True, timeout=message.timeout)

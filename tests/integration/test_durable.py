@@ -12,7 +12,6 @@ from typing import Any
 
 import pykka
 import pytest
-from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,
     NonDeterminismError,
@@ -24,6 +23,8 @@ from treadle.runtime import (
 )
 from treadle.runtime._run_actor import RunActor
 from treadle.runtime.testing import FakeClock
+
+from tests.support import WAIT, wait_until
 
 GATES: dict[str, threading.Event] = {}
 CALLS: dict[str, list[Any]] = {}
@@ -126,7 +127,15 @@ def waiter(ctx: Any) -> Any:
 
 
 def _run_actors() -> list[Any]:
-    return pykka.ActorRegistry.get_by_class(RunActor)
+    """Run actors currently driving a run (idle pooled ones hold no run)."""
+    busy = []
+    for ref in pykka.ActorRegistry.get_by_class(RunActor):
+        try:
+            if ref.proxy().driver.get(timeout=2) is not None:
+                busy.append(ref)
+        except pykka.ActorDeadError:
+            pass
+    return busy
 
 
 # --------------------------------------------------------------------------
