@@ -252,6 +252,11 @@ def _check_branch(branch: Any, where: str, label: str) -> Branch:
 
 
 def _list_branches(branches: Any, where: str) -> list[Branch]:
+    if type(branches) is list:  # the common case; skip the ABC checks
+        for i, branch in enumerate(branches):
+            if not isinstance(branch, (Operation, types.GeneratorType)):
+                _check_branch(branch, where, f"[{i}]")
+        return list(branches)
     if isinstance(branches, (str, bytes, Mapping)) or not isinstance(branches, Iterable):
         raise TypeError(
             f"{where}: branches must be a list of operations or generators, got {type(branches).__name__}"

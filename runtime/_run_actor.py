@@ -8,10 +8,11 @@ supervisor until a timer, a signal or a child wakes the run again.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import pykka
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
@@ -21,20 +22,28 @@ from ._branch import BranchPool
 from ._clock import Clock
 from ._driver import RunDriver
 from ._messages import (
+    ActivityDone,
+    AttemptTimedOut,
     CancelChild,
     Committed,
     Idle,
     Passivate,
     Passivated,
     PassivateRefused,
+    RetryDue,
     RunCrashed,
     RunEnded,
     StartChild,
+    Wake,
 )
 from ._registry import Registry
 from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
 
 __all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell"]
+
+# Messages a run actor may handle back to back before one flush.
+_PLAIN = (ActivityDone, Committed, Wake, RetryDue, AttemptTimedOut)
+_DRAIN_LIMIT = 256
 
 
 def safe_tell(ref: pykka.ActorRef[Any] | None, message: Any) -> None:
@@ -191,10 +200,42 @@ class RunActor(pykka.ThreadingActor):
             return None
         try:
             driver.handle(message)
+            leftover = self._drain(driver)
             self._after()
         except Exception as exc:
             self._crash(exc)
+            return None
+        if leftover is not None:
+            self._handle_envelope(leftover)
         return None
+
+    def _drain(self, driver: RunDriver) -> Any:
+        """Handle the run's other messages already waiting, so they share one batch.
+
+        Returns the first envelope that is not a plain run message (it is
+        handled after the flush, keeping the inbox order).
+        """
+        inbox = cast("queue.Queue[Any]", self.actor_inbox)
+        for _ in range(_DRAIN_LIMIT):
+            try:
+                envelope = inbox.get_nowait()
+            except queue.Empty:
+                return None
+            message = envelope.message
+            if envelope.reply_to is not None or not isinstance(message, _PLAIN):
+                return envelope
+            driver.handle(message)
+        return None
+
+    def _handle_envelope(self, envelope: Any) -> None:
+        try:
+            response = self._handle_receive(envelope.message)
+        except Exception:
+            if envelope.reply_to is not None:
+                envelope.reply_to.set_exception()
+            return
+        if envelope.reply_to is not None:
+            envelope.reply_to.set(response)
 
     def _host(self, message: Host) -> None:
         self.run_id = message.run_id

@@ -51,7 +51,8 @@ from ._run_actor import Host, RunActor, Services, safe_tell
 __all__ = ["Cancel", "Signal", "StartRun", "Supervisor"]
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
-IDLE_HOSTS = 16  # run actors kept for reuse; starting a thread costs more than a short run
+# Run actors kept for reuse (a bound, not one per run): starting a thread costs more than a short run.
+IDLE_HOSTS = 64
 
 
 # -- public messages --------------------------------------------------------------
