@@ -114,8 +114,9 @@ class RunDriver:
     def begin(self) -> None:
         """Load the journal and run the workflow up to its first unsettled step."""
         self.begun = True
-        for _, rec in self.port.store.scan("journal", journal_prefix(self.run_id)):
-            self.journal[rec["s"]] = rec
+        self.journal = {
+            rec["s"]: rec for rec in self.port.store.values("journal", journal_prefix(self.run_id))
+        }
         cancel_requested = CANCEL_STEP in self.journal
         args = decode(self.record.get("args")) or []
         ctx = Context(self.run_id, self.workflow.name, self.port.registry, self.port.max_payload)

@@ -33,7 +33,7 @@ from typing import Any
 
 from treadle.storage import FAULT_POINTS, LmdbStore, journal_prefix
 
-from ._errors import WorkflowFailedError
+from ._errors import RunParkedError, WorkflowFailedError
 from ._records import StepRecord
 from ._runtime import RunHandle, Runtime, _step_record
 
@@ -304,7 +304,7 @@ def child_main(
     Marks ``started.<pid>``, opens the store (which resumes unfinished runs),
     starts ``workflow`` as ``run_id`` (or attaches to the existing run), marks
     ``opened.<pid>``, calls ``on_start(handle, MODE)``, waits for the result and
-    writes REPORT (JSON: result, error, status, history). With
+    writes REPORT (JSON: result, error (a failed or parked run), status, history). With
     ``TREADLE_WATCH_STEPS`` (step ids, comma-separated, or ``*``) a thread marks
     ``step.<id>.<status>`` as such records become durable, so that a parent can
     kill the child right after a given checkpoint.
@@ -313,14 +313,15 @@ def child_main(
     counters = FileCounter.from_env() if _COUNTERS_ENV in os.environ else None
     if counters is not None:
         counters.mark(f"started.{os.getpid()}")
-    rt, stop = Runtime(store), threading.Event()
+    rt, stop, watcher = Runtime(store), threading.Event(), None
     try:
         handle = rt.start(workflow, *args, run_id=run_id)
         if counters is not None:
             counters.mark(f"opened.{os.getpid()}")
             if os.environ.get(_WATCH_ENV):
                 watch = (handle, counters, os.environ[_WATCH_ENV], stop)
-                threading.Thread(target=_watch_steps, args=watch, daemon=True).start()
+                watcher = threading.Thread(target=_watch_steps, args=watch, daemon=True)
+                watcher.start()
         if on_start is not None:
             on_start(handle, mode)
         result, error = None, None
@@ -328,6 +329,8 @@ def child_main(
             result = handle.result(timeout=result_timeout)
         except WorkflowFailedError as exc:
             error = {"type": exc.type, "message": exc.message}
+        except RunParkedError as exc:
+            error = {"type": "treadle.runtime.RunParkedError", "message": str(exc)}
         keys = ("step", "kind", "name", "status", "value", "attempt", "started", "finished")
         history = [{key: getattr(rec, key) for key in keys} for rec in handle.history()]
         data = {
@@ -342,6 +345,8 @@ def child_main(
         os.replace(report + ".tmp", report)
     finally:
         stop.set()
+        if watcher is not None:
+            watcher.join(5.0)  # it reads the store: let it finish before the store closes
         rt.shutdown()
 
 
@@ -423,6 +428,7 @@ class Recovery:
     first: Child
     second: Child
     report: dict[str, Any]
+    killed: bool  # False only when a ``kill_after`` child finished its run before the kill
 
 
 def crash_and_recover(
@@ -441,7 +447,8 @@ def crash_and_recover(
 
     The first child is armed with ``crash_at`` and must die by SIGKILL there; or it
     is killed once every marker in ``kill_at`` exists; or ``kill_after`` seconds
-    (a number, or a random ``(low, high)`` range) after it started. Then
+    (a number, or a random ``(low, high)`` range) after it started (if it has not
+    finished by then: ``Recovery.killed`` tells). Then
     ``before_recover()`` runs (release held activities, inspect the store with
     :func:`journal_snapshot`), and an unarmed second child must exit 0 with a report.
 
@@ -458,7 +465,8 @@ def crash_and_recover(
             low, high = kill_after if isinstance(kill_after, tuple) else (kill_after, kill_after)
             time.sleep(random.uniform(low, high))  # the moment of the kill is the point here
         first.kill9()
-    if (code := first.wait(timeout)) != -signal.SIGKILL:
+    killed = (code := first.wait(timeout)) == -signal.SIGKILL
+    if not killed and (kill_after is None or code != 0):
         raise HarnessError(
             f"child 1 should have died by SIGKILL ({crash_at=}) but exited {code}\n{first.logs()}"
         )
@@ -467,4 +475,4 @@ def crash_and_recover(
     second = scenario.spawn(second_mode, timeout=timeout + 10)
     if (code := second.wait(timeout)) != 0:
         raise HarnessError(f"the recovering child exited {code}\n{second.logs()}")
-    return Recovery(first, second, second.report())
+    return Recovery(first, second, second.report(), killed)

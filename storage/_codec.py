@@ -28,7 +28,7 @@ def pack(value: Any) -> bytes:
     return msgpack.packb(value, use_bin_type=True, datetime=True)  # type: ignore[no-any-return]
 
 
-def unpack(data: bytes) -> Any:
+def unpack(data: bytes | memoryview) -> Any:
     """Unpack bytes produced by :func:`pack`."""
     return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
 

@@ -24,7 +24,7 @@ def seal(record: dict[str, Any]) -> bytes:
     return _HEADER.pack(FORMAT_VERSION, zlib.crc32(payload)) + payload
 
 
-def open_record(data: bytes, database: str, key: bytes) -> dict[str, Any]:
+def open_record(data: bytes | memoryview, database: str, key: bytes) -> dict[str, Any]:
     """Check and decode a stored record.
 
     Raises:
@@ -35,7 +35,7 @@ def open_record(data: bytes, database: str, key: bytes) -> dict[str, Any]:
     version, crc = _HEADER.unpack_from(data)
     if version != FORMAT_VERSION:
         raise JournalCorruptionError(database, key, f"unknown format version {version}")
-    payload = bytes(data[_HEADER.size :])
+    payload = memoryview(data)[_HEADER.size :]
     if zlib.crc32(payload) != crc:
         raise JournalCorruptionError(database, key, "CRC mismatch")
     try:

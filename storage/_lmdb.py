@@ -138,15 +138,31 @@ class LmdbStore:
         return None if data is None else open_record(data, db, key)
 
     def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
-        rows: list[tuple[bytes, bytes]] = []
-        with self._reading(), self._env.begin(db=self._dbs[db]) as txn:
+        # Records are decoded straight from LMDB's pages (buffers=True: no
+        # copy) inside the read transaction; replay of a long journal is
+        # dominated by this loop.
+        rows: list[tuple[bytes, dict[str, Any]]] = []
+        with self._reading(), self._env.begin(db=self._dbs[db], buffers=True) as txn:
             cursor = txn.cursor()
             if cursor.set_range(prefix):
                 for key, value in cursor:
-                    if not key.startswith(prefix):
+                    key_bytes = bytes(key)
+                    if not key_bytes.startswith(prefix):
                         break
-                    rows.append((key, value))
-        return iter([(key, open_record(value, db, key)) for key, value in rows])
+                    rows.append((key_bytes, open_record(value, db, key_bytes)))
+        return iter(rows)
+
+    def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
+        records: list[dict[str, Any]] = []
+        size = len(prefix)
+        with self._reading(), self._env.begin(db=self._dbs[db], buffers=True) as txn:
+            cursor = txn.cursor()
+            if cursor.set_range(prefix):
+                for key, value in cursor:
+                    if key[:size] != prefix:
+                        break
+                    records.append(open_record(value, db, bytes(key)))
+        return records
 
     def raw_put(self, db: str, key: bytes, data: bytes) -> None:
         """Store raw bytes (tests use it to plant corrupt records)."""

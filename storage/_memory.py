@@ -41,6 +41,9 @@ class MemoryStore:
             items = sorted((k, v) for k, v in self._dbs[db].items() if k.startswith(prefix))
         return iter([(k, open_record(v, db, k)) for k, v in items])
 
+    def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
+        return [record for _, record in self.scan(db, prefix)]
+
     def raw(self, db: str) -> dict[bytes, bytes]:
         """The sealed bytes of a database (tests corrupt them)."""
         return self._dbs[db]

@@ -32,5 +32,8 @@ class Store(Protocol):
     def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
         """Records whose key starts with ``prefix``, in key order (materialised)."""
 
+    def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
+        """Like :meth:`scan` without the keys (the fast path for loading a journal)."""
+
     def close(self) -> None:
         """Release the store; idempotent."""
