@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from _common import Stamps, child_main, closed_loop, metric, peak_rss_mb, rss_mb, wait_for
+
 from treadle.runtime import RunStatus, Runtime, activity, workflow
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -39,6 +39,7 @@ from collections.abc import Generator
 from typing import Any
 
 from _support import check, parse_args, say, store_folder
+
 from treadle.runtime import ActivityError, Context, Operation, Runtime, activity, workflow
 
 FILES = [f"file-{i:02d}" for i in range(10)]

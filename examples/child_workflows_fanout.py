@@ -33,6 +33,7 @@ from collections.abc import Generator
 from typing import Any
 
 from _support import check, parse_args, say, store_folder
+
 from treadle.runtime import Context, Operation, RunStatus, Runtime, activity, workflow
 
 SALES = {"emea": [120, 80, 40], "americas": [200, 150], "apac": [90, 60, 30, 20]}

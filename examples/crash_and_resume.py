@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from _support import build_parser, check, say, store_folder
+
 from treadle.runtime import Context, Operation, RunStatus, Runtime, activity, workflow
 
 SHARDS = list(range(8))

@@ -25,6 +25,7 @@ from collections.abc import Generator
 from typing import Any
 
 from _support import check, parse_args, say, store_folder
+
 from treadle.runtime import Context, Operation, Runtime, activity, workflow
 
 finish_order: list[str] = []

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pykka
+
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
 
 from ._activity import ActivityTask

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
+
 from treadle.storage import (
     Op,
     WriteRequest,

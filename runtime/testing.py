@@ -248,8 +248,8 @@ class Child:
 
     def wait_marks(self, counters: FileCounter, names: Iterable[str], timeout: float) -> None:
         """Wait until every marker in ``names`` exists; HarnessError if the child exits or time runs out."""
-        deadline = time.monotonic() + timeout
-        while missing := [name for name in names if not counters.has(name)]:
+        deadline, wanted = time.monotonic() + timeout, list(names)
+        while missing := [name for name in wanted if not counters.has(name)]:
             if not self.alive() or time.monotonic() >= deadline:
                 why = f"exited {self.returncode}" if not self.alive() else f"waited {timeout}s"
                 raise HarnessError(f"child {self.pid}: no markers {missing} ({why})\n{self.logs()}")
@@ -455,6 +455,7 @@ def crash_and_recover(
     Raises:
         HarnessError: a child exited the wrong way, hung or wrote no report.
     """
+    kill_at = list(kill_at)
     if crash_at is None and not kill_at and kill_after is None:
         raise ValueError("crash_and_recover needs crash_at, kill_at or kill_after")
     first = scenario.spawn(first_mode, crash_at=crash_at, watch=watch, timeout=timeout + 10)

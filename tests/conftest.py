@@ -6,9 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from treadle.runtime import Runtime
 
 from tests.support import Box, Counter
+from treadle.runtime import Runtime
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+
 from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,

@@ -12,6 +12,8 @@ from typing import Any
 
 import pykka
 import pytest
+
+from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,
     NonDeterminismError,
@@ -23,8 +25,6 @@ from treadle.runtime import (
 )
 from treadle.runtime._run_actor import RunActor
 from treadle.runtime.testing import FakeClock
-
-from tests.support import WAIT, wait_until
 
 GATES: dict[str, threading.Event] = {}
 CALLS: dict[str, list[Any]] = {}

@@ -16,6 +16,7 @@ from typing import Any
 
 import pykka
 import pytest
+
 from tests.support import WAIT
 from treadle.runtime import (
     ActivityContext,

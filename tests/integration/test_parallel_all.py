@@ -11,8 +11,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from treadle.runtime import PENDING, ActivityError, RunStatus, Settled, workflow
-from treadle.runtime.testing import FakeClock
 
 from tests.integration.test_parallel_support import (  # noqa: F401 - board is an autouse fixture
     GO,
@@ -31,6 +29,8 @@ from tests.integration.test_parallel_support import (  # noqa: F401 - board is a
     wait_step,
 )
 from tests.support import wait_until
+from treadle.runtime import PENDING, ActivityError, RunStatus, Settled, workflow
+from treadle.runtime.testing import FakeClock
 
 P = "par.all."
 # --------------------------------------------------------------------------

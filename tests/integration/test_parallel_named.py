@@ -8,14 +8,6 @@ with the workflow code switched through ``CONFIG`` in between.
 from __future__ import annotations
 
 import pytest
-from treadle.runtime import (
-    ActivityError,
-    BranchTopologyChangedError,
-    NonDeterminismError,
-    RunParkedError,
-    RunStatus,
-    workflow,
-)
 
 from tests.integration.test_parallel_support import (  # noqa: F401 - board is an autouse fixture
     GO,
@@ -34,6 +26,14 @@ from tests.integration.test_parallel_support import (  # noqa: F401 - board is a
     wait_step,
 )
 from tests.support import wait_until
+from treadle.runtime import (
+    ActivityError,
+    BranchTopologyChangedError,
+    NonDeterminismError,
+    RunParkedError,
+    RunStatus,
+    workflow,
+)
 
 P = "par.named."
 CONFIG: dict = {}

@@ -8,14 +8,6 @@ tests pin") it pins.
 from __future__ import annotations
 
 import pytest
-from treadle.runtime import (
-    ActivityError,
-    ActivityTimeoutError,
-    Retry,
-    RunStatus,
-    WorkflowFailedError,
-    workflow,
-)
 
 from tests.integration.test_parallel_support import (  # noqa: F401 - board is an autouse fixture
     RESULT,
@@ -33,6 +25,14 @@ from tests.integration.test_parallel_support import (  # noqa: F401 - board is a
     wait_step,
 )
 from tests.support import wait_until
+from treadle.runtime import (
+    ActivityError,
+    ActivityTimeoutError,
+    Retry,
+    RunStatus,
+    WorkflowFailedError,
+    workflow,
+)
 
 P = "par.nest."
 

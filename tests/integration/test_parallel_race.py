@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from treadle.runtime import ActivityError, AllBranchesFailedError, RunStatus, workflow
 
 from tests.integration.test_parallel_support import (  # noqa: F401 - board is an autouse fixture
     GO,
@@ -30,6 +29,7 @@ from tests.integration.test_parallel_support import (  # noqa: F401 - board is a
     wait_step,
 )
 from tests.support import wait_until
+from treadle.runtime import ActivityError, AllBranchesFailedError, RunStatus, workflow
 
 P = "par.race."
 CONFIG: dict = {}

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 import pytest
-from treadle.runtime import ActivityContext, Retry, RunStatus, activity
 
 from tests.support import WAIT, wait_until
+from treadle.runtime import ActivityContext, Retry, RunStatus, activity
 
 P = "par."
 RESULT = 10.0

@@ -10,6 +10,7 @@ import uuid as uuid_mod
 from typing import Any
 
 import pytest
+
 from tests.support import WAIT, wait_until
 from treadle.runtime import (
     ActivityContext,

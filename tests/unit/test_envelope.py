@@ -6,6 +6,7 @@ import struct
 import zlib
 
 import pytest
+
 from treadle.storage import FORMAT_VERSION, JournalCorruptionError, TreadleError, open_record, pack, seal
 
 KEY = b"\x01run-key\x00step-3.1"

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+
 import treadle.runtime as tr
 import treadle.storage as ts
 from treadle.runtime import (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from treadle.storage import (
     MAX_KEY,
     journal_key,

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 import treadle.runtime as tr
 from treadle.runtime import ActivityContext, Registry, Retry, activity, default_registry, workflow
 

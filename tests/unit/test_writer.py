@@ -9,6 +9,7 @@ from typing import Any
 
 import pykka
 import pytest
+
 from treadle.storage import LmdbStore, MemoryStore, Op, StoreWriter, WriteRequest, write_and_wait
 
 WAIT = 10.0
