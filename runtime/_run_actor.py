@@ -22,6 +22,7 @@ from ._activity import ActivityTask
 from ._branch import BranchPool
 from ._clock import Clock
 from ._driver import RunDriver
+from ._errors import JournalCorruptionError
 from ._messages import (
     ActivityDone,
     AttemptTimedOut,
@@ -262,7 +263,32 @@ class RunActor(pykka.ThreadingActor):
         if driver.idle:
             safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
 
+    def _park_corrupt(self, exc: JournalCorruptionError) -> None:
+        """A record of this run is corrupt: park the run (replaying it would fail again)."""
+        services, run_id = self.services, self.run_id
+        services.log.error("corrupt record: the run is parked", run_id=run_id, error=str(exc))
+        self.driver = None
+        try:
+            record = services.store.get("runs", run_key(run_id))
+        except JournalCorruptionError:
+            record = None
+        err = {"c": "corrupt", "t": "treadle.runtime.JournalCorruptionError", "m": exc.message}
+        if record is None:
+            safe_tell(services.supervisor, RunEnded(run_id, "parked", {}))
+            services.completions.notify(run_id)
+            return
+        parked = {**record, "st": "parked", "err": err, "up": services.clock.time()}
+
+        def ack(error: BaseException | None) -> None:
+            services.completions.notify(run_id)
+            safe_tell(services.supervisor, RunEnded(run_id, "parked", parked))
+
+        services.writer.tell(WriteRequest([Op("runs", run_key(run_id), parked)], ack))
+
     def _crash(self, exc: BaseException) -> None:
+        if isinstance(exc, JournalCorruptionError):
+            self._park_corrupt(exc)
+            return
         self.services.log.error(
             "run actor crashed; the supervisor restarts it from the journal",
             run_id=self.run_id,

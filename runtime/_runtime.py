@@ -25,6 +25,7 @@ from ._branch import BranchPool
 from ._clock import Clock, SystemClock
 from ._errors import (
     ActivityError,
+    JournalCorruptionError,
     RunNotFoundError,
     RunParkedError,
     WorkflowFailedError,
@@ -163,7 +164,7 @@ class Runtime:
         )
         self._supervisor = Supervisor.start(self._services)
         holder["supervisor"] = self._supervisor
-        for _, timer in self.store.scan("timers"):
+        for _, timer in self.store.scan("timers", on_error=self._corrupt):
             self._timers.tell(AddTimer(timer["run"], timer["step"], float(timer["due"])))
 
     # -- runs ---------------------------------------------------------------------------
@@ -222,7 +223,7 @@ class Runtime:
         self._check_open()
         wanted = None if status is None else RunStatus(status)
         summaries = []
-        for _, record in self.store.scan("runs"):
+        for _, record in self.store.scan("runs", on_error=self._corrupt):
             summary = RunSummary(
                 run_id=record["id"],
                 workflow=record["wf"],
@@ -233,6 +234,9 @@ class Runtime:
             if wanted is None or summary.status == wanted:
                 summaries.append(summary)
         return summaries
+
+    def _corrupt(self, error: JournalCorruptionError) -> None:
+        self._services.log.error("corrupt record skipped", error=str(error))
 
     def _status(self, run_id: str, record: dict[str, Any]) -> RunStatus:
         stored = RunStatus(record.get("st", "running"))

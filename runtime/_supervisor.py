@@ -30,7 +30,7 @@ from treadle.storage import (
 )
 
 from ._driver import CANCEL_STEP, RunDriver
-from ._errors import RunFinishedError, RunNotFoundError
+from ._errors import JournalCorruptionError, RunFinishedError, RunNotFoundError
 from ._messages import (
     CancelChild,
     CancelRun,
@@ -186,7 +186,11 @@ class Supervisor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self.services.supervisor = self.actor_ref
         registry = self.services.registry
-        for _, record in self.store.scan("runs"):
+
+        def corrupt(error: JournalCorruptionError) -> None:
+            self.log.error("corrupt run record: that run is left alone, the others resume", error=str(error))
+
+        for _, record in self.store.scan("runs", on_error=corrupt):
             status = record.get("st")
             if status in FINISHED:
                 continue

@@ -14,13 +14,13 @@ import errno
 import fcntl
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import lmdb
 
 from ._envelope import open_record, seal
-from ._errors import StorageFullError, StoreLockedError
+from ._errors import JournalCorruptionError, StorageFullError, StoreLockedError
 from ._protocol import DATABASES, Op
 
 __all__ = ["LmdbStore"]
@@ -137,7 +137,9 @@ class LmdbStore:
             data = txn.get(key)
         return None if data is None else open_record(data, db, key)
 
-    def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def scan(
+        self, db: str, prefix: bytes = b"", on_error: Callable[[JournalCorruptionError], None] | None = None
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
         # Records are decoded straight from LMDB's pages (buffers=True: no
         # copy) inside the read transaction; replay of a long journal is
         # dominated by this loop.
@@ -149,7 +151,12 @@ class LmdbStore:
                     key_bytes = bytes(key)
                     if not key_bytes.startswith(prefix):
                         break
-                    rows.append((key_bytes, open_record(value, db, key_bytes)))
+                    try:
+                        rows.append((key_bytes, open_record(value, db, key_bytes)))
+                    except JournalCorruptionError as exc:
+                        if on_error is None:
+                            raise
+                        on_error(exc)
         return iter(rows)
 
     def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ._envelope import open_record, seal
+from ._errors import JournalCorruptionError
 from ._protocol import DATABASES, Op
 
 __all__ = ["MemoryStore"]
@@ -36,10 +37,20 @@ class MemoryStore:
             data = self._dbs[db].get(key)
         return None if data is None else open_record(data, db, key)
 
-    def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def scan(
+        self, db: str, prefix: bytes = b"", on_error: Callable[[JournalCorruptionError], None] | None = None
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
         with self._lock:
             items = sorted((k, v) for k, v in self._dbs[db].items() if k.startswith(prefix))
-        return iter([(k, open_record(v, db, k)) for k, v in items])
+        rows = []
+        for key, data in items:
+            try:
+                rows.append((key, open_record(data, db, key)))
+            except JournalCorruptionError as exc:
+                if on_error is None:
+                    raise
+                on_error(exc)
+        return iter(rows)
 
     def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
         return [record for _, record in self.scan(db, prefix)]

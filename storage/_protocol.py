@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NamedTuple, Protocol
+
+from ._errors import JournalCorruptionError
 
 __all__ = ["DATABASES", "Op", "Store"]
 
@@ -29,8 +31,14 @@ class Store(Protocol):
     def get(self, db: str, key: bytes) -> dict[str, Any] | None:
         """The record at ``key`` of ``db``, or ``None``."""
 
-    def scan(self, db: str, prefix: bytes = b"") -> Iterator[tuple[bytes, dict[str, Any]]]:
-        """Records whose key starts with ``prefix``, in key order (materialised)."""
+    def scan(
+        self, db: str, prefix: bytes = b"", on_error: Callable[[JournalCorruptionError], None] | None = None
+    ) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """Records whose key starts with ``prefix``, in key order (materialised).
+
+        A corrupt record raises JournalCorruptionError, or, with ``on_error``,
+        is passed to it and skipped (one bad run must not hide the others).
+        """
 
     def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
         """Like :meth:`scan` without the keys (the fast path for loading a journal)."""
