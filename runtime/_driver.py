@@ -47,6 +47,7 @@ from ._messages import (
     CancelRun,
     ChildDone,
     Committed,
+    FlushLazy,
     RetryDue,
     SignalArrived,
     TimerFired,
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
 __all__ = ["CANCEL_STEP", "RunDriver"]
 
 CANCEL_STEP = "@cancel"
+LAZY_DELAY = 0.05  # seconds a "running" record may wait for a batch to ride with
 COORDINATOR_KINDS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum", "branch"})
 
 
@@ -90,6 +92,8 @@ class RunDriver:
         self.log = port.log.bind(run_id=self.run_id, workflow=self.workflow.name)
         self.journal: dict[str, dict[str, Any]] = {}
         self.ops: list[Op] = []
+        self.lazy_ops: list[Op] = []
+        self.lazy_timer: Any = None
         self.lazy_only = True
         self.after: list[Callable[[], None]] = []
         self.batches: dict[int, list[Callable[[], None]]] = {}
@@ -167,6 +171,9 @@ class RunDriver:
             child = self.children.get(message.step)
             if child is not None:
                 child.on_child_done(message)
+        elif isinstance(message, FlushLazy):
+            if message.driver is self:
+                self.flush_lazy()
         elif isinstance(message, CancelRun):
             self.cancel()
         else:
@@ -329,7 +336,17 @@ class RunDriver:
         ops, callbacks = self.ops, self.after
         lazy = self.lazy_only and not callbacks  # someone waits on it: commit it promptly
         self.ops, self.after, self.lazy_only = [], [], True
-        if not lazy and self.persisted_status == "suspended":
+        if lazy:
+            # Nothing waits on these ("running" records): they ride with the
+            # next urgent batch, or go on their own after LAZY_DELAY.
+            self.lazy_ops.extend(ops)
+            if self.lazy_timer is None:
+                self.lazy_timer = self.port.call_later(LAZY_DELAY, FlushLazy(self))
+            return
+        if self.lazy_ops:
+            ops = _last_per_key(self.lazy_ops + ops)
+            self._drop_lazy()
+        if self.persisted_status == "suspended":
             self.persisted_status = "running"
             ops.append(self._run_op({"st": "running", "waits": []}))
         batch: int | None = None
@@ -339,6 +356,20 @@ class RunDriver:
             self.batches[batch] = callbacks
             crash_point("after_step_before_commit")
         self.port.submit(ops, batch, lazy)
+
+    def _drop_lazy(self) -> None:
+        self.lazy_ops = []
+        if self.lazy_timer is not None:
+            self.lazy_timer.cancel()
+            self.lazy_timer = None
+
+    def flush_lazy(self) -> None:
+        """LAZY_DELAY passed with no urgent batch: write the held records now."""
+        self.lazy_timer = None
+        if self.lazy_ops:
+            ops = self.lazy_ops
+            self.lazy_ops = []
+            self.port.submit(ops, None, False)
 
     def _on_committed(self, message: Committed) -> None:
         callbacks = self.batches.pop(message.batch, [])
@@ -354,7 +385,9 @@ class RunDriver:
     def suspend(self) -> None:
         """Persist SUSPENDED with the signal names the run waits for (no ack awaited)."""
         self.persisted_status = "suspended"
-        self.port.submit([self._run_op({"st": "suspended", "waits": self.waits})], None, True)
+        ops = [*self.lazy_ops, self._run_op({"st": "suspended", "waits": self.waits})]
+        self._drop_lazy()
+        self.port.submit(ops, None, True)
 
     # -- timers -------------------------------------------------------------------
 
@@ -472,6 +505,12 @@ class StoreStalled(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+def _last_per_key(ops: list[Op]) -> list[Op]:
+    """Keep the last write of each key (a "running" record superseded by its outcome)."""
+    last = {(op.db, op.key): index for index, op in enumerate(ops)}
+    return [op for index, op in enumerate(ops) if last[(op.db, op.key)] == index]
 
 
 def _describe(kind: Any, name: Any) -> str:

@@ -46,6 +46,13 @@ class Committed:
 
 
 @dataclass(slots=True)
+class FlushLazy:
+    """Write the held lazy records of ``driver`` now."""
+
+    driver: Any
+
+
+@dataclass(slots=True)
 class TimerFired:
     step: str
 

@@ -28,6 +28,7 @@ from ._messages import (
     AttemptTimedOut,
     CancelChild,
     Committed,
+    FlushLazy,
     Idle,
     Passivate,
     Passivated,
@@ -44,7 +45,7 @@ from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerServ
 __all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell"]
 
 # Messages a run actor may handle back to back before one flush.
-_PLAIN = (ActivityDone, Committed, Wake, RetryDue, AttemptTimedOut)
+_PLAIN = (ActivityDone, Committed, Wake, RetryDue, AttemptTimedOut, FlushLazy)
 _DRAIN_LIMIT = 256
 
 
