@@ -485,7 +485,6 @@ class RunDriver:
             elif status == "parked":
                 self.log.warning("run parked: workflow code does not match its journal", reason=str(error))
         changes["st"] = status
-        self.port.set_resumed(False)
         self.finished = True
         self.final_status = status
         for leaf in list(self.leaves):

@@ -165,6 +165,8 @@ class RunPort:
             self.services.resumed.discard(self.run_id)
 
     def run_finished(self, status: str, record: dict[str, Any]) -> None:
+        """The run's terminal (or parked) record is durable."""
+        self.set_resumed(False)  # only now: until this commit the store may still say "parked"
         self.services.completions.notify(self.run_id)
         safe_tell(self.services.supervisor, RunEnded(self.run_id, status, record))
 
