@@ -94,6 +94,7 @@ class RunDriver:
         self.ops: list[Op] = []
         self.lazy_ops: list[Op] = []
         self.lazy_timer: Any = None
+        self.lazy_since = 0.0
         self.lazy_only = True
         self.after: list[Callable[[], None]] = []
         self.batches: dict[int, list[Callable[[], None]]] = {}
@@ -339,6 +340,8 @@ class RunDriver:
         if lazy:
             # Nothing waits on these ("running" records): they ride with the
             # next urgent batch, or go on their own after LAZY_DELAY.
+            if not self.lazy_ops:
+                self.lazy_since = self.port.clock.monotonic()
             self.lazy_ops.extend(ops)
             if self.lazy_timer is None:
                 self.lazy_timer = self.port.call_later(LAZY_DELAY, FlushLazy(self))
@@ -358,18 +361,22 @@ class RunDriver:
         self.port.submit(ops, batch, lazy)
 
     def _drop_lazy(self) -> None:
+        # The timer is left armed: re-arming it for every step would wake the
+        # scheduler thread each time; when it fires it finds nothing or re-arms.
         self.lazy_ops = []
-        if self.lazy_timer is not None:
-            self.lazy_timer.cancel()
-            self.lazy_timer = None
 
     def flush_lazy(self) -> None:
-        """LAZY_DELAY passed with no urgent batch: write the held records now."""
+        """The lazy timer fired: write records held for LAZY_DELAY, or wait for the rest."""
         self.lazy_timer = None
-        if self.lazy_ops:
-            ops = self.lazy_ops
-            self.lazy_ops = []
-            self.port.submit(ops, None, False)
+        if not self.lazy_ops:
+            return
+        waited = self.port.clock.monotonic() - self.lazy_since
+        if waited < LAZY_DELAY:
+            self.lazy_timer = self.port.call_later(LAZY_DELAY - waited, FlushLazy(self))
+            return
+        ops = self.lazy_ops
+        self.lazy_ops = []
+        self.port.submit(ops, None, False)
 
     def _on_committed(self, message: Committed) -> None:
         callbacks = self.batches.pop(message.batch, [])
