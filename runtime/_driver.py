@@ -19,6 +19,7 @@ from treadle.storage import (
     Op,
     PayloadTooLargeError,
     SerializationError,
+    StorageFullError,
     crash_point,
     decode,
     encode,
@@ -106,6 +107,7 @@ class RunDriver:
         self.timers: dict[str, Node] = {}
         self.reserved: set[tuple[str, int]] = set()
         self.finished = False
+        self.store_full = False
         self.final_status: str | None = None
         self.persisted_status: str = record.get("st", "running")
         self.cancel_pending = False
@@ -380,10 +382,38 @@ class RunDriver:
 
     def _on_committed(self, message: Committed) -> None:
         callbacks = self.batches.pop(message.batch, [])
-        if message.error is not None:
-            raise StoreStalled(message.error)
+        error = message.error
+        if error is not None:
+            if isinstance(error, StorageFullError) and not error.transient and not self.store_full:
+                self._fail_store_full(error)
+                return
+            raise StoreStalled(error)  # disk full or I/O: retried with backoff, resumes later
         for callback in callbacks:
             callback()
+
+    def _fail_store_full(self, error: StorageFullError) -> None:
+        """The map is at its configured cap: the run's records will not fit however
+        often it retries, so it fails, clearly and typed.
+
+        What the run did after the failed batch (it may even have finished,
+        since generators resume before their commit) is discarded: only the
+        failure is recorded.
+        """
+        self.log.error("run failed: the store is full", error=str(error))
+        self.store_full = True
+        self.finished = True
+        self.final_status = "failed"
+        for leaf in list(self.leaves):
+            leaf.abandon(cancel=False, record=False)
+        self.timers.clear()
+        self.waiters.clear()
+        self.ops, self.after, self.lazy_ops = [], [], []
+        data = error_to_data(error)
+        data["t"] = type_name(StorageFullError)
+        self.ops.append(self._run_op({"st": "failed", "err": data, "res": None, "waits": []}))
+        self.lazy_only = False
+        record = self.record
+        self.after_commit(lambda: self.port.run_finished("failed", record))
 
     def _run_op(self, changes: dict[str, Any]) -> Op:
         self.record = {**self.record, **changes, "up": self.now()}

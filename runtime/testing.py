@@ -33,18 +33,21 @@ from typing import Any
 
 from treadle.storage import FAULT_POINTS, LmdbStore, journal_prefix
 
+from ._audit import AuditReport, audit
 from ._errors import RunParkedError, WorkflowFailedError
 from ._records import StepRecord
 from ._runtime import RunHandle, Runtime, _step_record
 
 __all__ = [
     "FAULT_POINTS",
+    "AuditReport",
     "Child",
     "FakeClock",
     "FileCounter",
     "HarnessError",
     "Recovery",
     "Scenario",
+    "audit",
     "child_main",
     "crash_and_recover",
     "crash_env",
@@ -355,7 +358,8 @@ def journal_snapshot(store: Pathish, run_id: str) -> list[StepRecord]:
 
     Every record is CRC-checked on the way; ``[]`` if the store has no journal yet.
     """
-    if not (Path(store) / "data.mdb").exists():
+    data = Path(store) / "data.mdb"
+    if not data.exists() or data.stat().st_size == 0:  # killed while LMDB was creating it
         return []
     try:
         reader = LmdbStore(str(store), readonly=True)

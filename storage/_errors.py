@@ -66,9 +66,13 @@ class JournalCorruptionError(TreadleError):
 
 
 class StorageFullError(TreadleError):
-    """The disk is full, or the map reached its configured cap."""
+    """The disk is full (``transient``: it may pass), or the map reached its configured cap."""
 
     code = "TRD-FULL"
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 class StoreLockedError(TreadleError):

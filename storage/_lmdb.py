@@ -40,7 +40,9 @@ class LmdbStore:
             an OS crash).
         map_size: initial map size in bytes; grown by doubling when full.
         max_map_size: cap for growth; past it a commit fails with StorageFullError.
-        readonly: open for reading only, without taking the owner lock (CLI).
+        readonly: open for reading only, without taking the owner lock (CLI,
+            audit). Read transactions still register in LMDB's lock file, so a
+            live owner never reuses pages a reader is walking.
     """
 
     def __init__(
@@ -65,19 +67,25 @@ class LmdbStore:
         if not readonly:
             os.makedirs(self.path, exist_ok=True)
             self._take_ownership()
+        options: dict[str, Any] = {
+            "map_size": min(map_size, max_map_size),
+            "max_dbs": len(DATABASES) + 2,
+            "writemap": False,
+            "sync": True,
+            "metasync": durability == "sync",
+            "max_readers": 1024,
+            "readonly": readonly,
+            "create": not readonly,
+        }
         try:
-            self._env = lmdb.open(
-                self.path,
-                map_size=map_size,
-                max_dbs=len(DATABASES) + 2,
-                writemap=False,
-                sync=True,
-                metasync=durability == "sync",
-                max_readers=1024,
-                readonly=readonly,
-                lock=not readonly,
-                create=not readonly,
-            )
+            try:
+                self._env = lmdb.open(self.path, lock=True, **options)
+            except lmdb.Error:
+                if not readonly:
+                    raise
+                # A lock file we may not write (another user's store): unlocked
+                # reads, which a live writer can disturb; reads retry below.
+                self._env = lmdb.open(self.path, lock=False, **options)
         except BaseException:
             self._release_ownership()
             raise
@@ -132,8 +140,25 @@ class LmdbStore:
                 if self._readers == 0:
                     self._cond.notify_all()
 
+    def _begin(self, db: str, buffers: bool) -> Any:
+        if buffers:
+            return self._env.begin(db=self._dbs[db], buffers=True)
+        return self._env.begin(db=self._dbs[db])
+
+    @contextlib.contextmanager
+    def _read_txn(self, db: str, buffers: bool = False) -> Iterator[Any]:
+        with self._reading():
+            try:
+                txn = self._begin(db, buffers)
+            except lmdb.MapResizedError:
+                # A read-only opener: the owner grew the map; adopt its size.
+                self._env.set_mapsize(0)
+                txn = self._begin(db, buffers)
+            with txn:
+                yield txn
+
     def get(self, db: str, key: bytes) -> dict[str, Any] | None:
-        with self._reading(), self._env.begin(db=self._dbs[db]) as txn:
+        with self._read_txn(db) as txn:
             data = txn.get(key)
         return None if data is None else open_record(data, db, key)
 
@@ -144,7 +169,7 @@ class LmdbStore:
         # copy) inside the read transaction; replay of a long journal is
         # dominated by this loop.
         rows: list[tuple[bytes, dict[str, Any]]] = []
-        with self._reading(), self._env.begin(db=self._dbs[db], buffers=True) as txn:
+        with self._read_txn(db, buffers=True) as txn:
             cursor = txn.cursor()
             if cursor.set_range(prefix):
                 for key, value in cursor:
@@ -162,7 +187,7 @@ class LmdbStore:
     def values(self, db: str, prefix: bytes) -> list[dict[str, Any]]:
         records: list[dict[str, Any]] = []
         size = len(prefix)
-        with self._reading(), self._env.begin(db=self._dbs[db], buffers=True) as txn:
+        with self._read_txn(db, buffers=True) as txn:
             cursor = txn.cursor()
             if cursor.set_range(prefix):
                 for key, value in cursor:
@@ -177,7 +202,7 @@ class LmdbStore:
             txn.put(key, data)
 
     def raw_get(self, db: str, key: bytes) -> bytes | None:
-        with self._reading(), self._env.begin(db=self._dbs[db]) as txn:
+        with self._read_txn(db) as txn:
             data = txn.get(key)
         return None if data is None else bytes(data)
 
@@ -204,12 +229,30 @@ class LmdbStore:
                 continue
             except lmdb.DiskError as exc:
                 txn.abort()
-                raise StorageFullError(f"disk full while committing to {self.path}: {exc}") from None
+                raise StorageFullError(
+                    f"disk full while committing to {self.path}: {exc}", transient=True
+                ) from None
+            except lmdb.Error as exc:
+                txn.abort()
+                # A disk that fills in the middle of a commit gives a short write: EIO, not ENOSPC.
+                if self._disk_nearly_full(sealed):
+                    raise StorageFullError(
+                        f"disk full while committing to {self.path}: {exc}", transient=True
+                    ) from None
+                raise
             except BaseException:
                 txn.abort()
                 raise
             self.commits += 1
             return
+
+    def _disk_nearly_full(self, sealed: Sequence[tuple[Any, bytes, bytes | None]]) -> bool:
+        try:
+            stat = os.statvfs(self.path)
+        except OSError:
+            return False
+        needed = 2 * sum(len(data) for _, _, data in sealed if data is not None) + 1024 * 1024
+        return stat.f_bavail * stat.f_frsize < needed
 
     def _grow(self) -> None:
         current = self._env.info()["map_size"]

@@ -114,11 +114,18 @@ class StoreWriter(pykka.ThreadingActor):
                 self.store.apply(ops)
             except Exception as exc:
                 error = exc
-                self.failures += 1
         self.batches += 1
         self.requests += len(batch)
+        if error is not None and len(batch) > 1:
+            # One request (say, a value past the map cap) must not fail the
+            # others that shared its transaction: commit them one by one.
+            for request in batch:
+                self._commit([request])
+            return
         if error is None:
             crash_point("after_commit")
+        else:
+            self.failures += 1
         for request in batch:
             if request.ack is not None:
                 request.ack(error)

@@ -203,11 +203,14 @@ def test_max_batch_bounds_a_group_commit(start_writer: Callable[..., pykka.Actor
     assert len(list(store.scan("journal"))) == 36
 
 
-def test_failing_apply_acks_every_request_of_the_batch_with_the_error(
+def test_a_failing_batch_is_retried_request_by_request_so_only_the_culprit_fails(
     start_writer: Callable[..., pykka.ActorRef[StoreWriter]],
 ) -> None:
-    """When apply raises, every request of that batch is acked with that error; the writer goes on."""
-    store = GatedStore(gate_call=1, fail_calls=[2])
+    """When a group commit fails, its requests are committed one by one: only the one that
+    fails again gets the error; the others that shared the transaction are committed (I7)."""
+    # apply #1: the gated first request; #2: the batch of five (fails); #3..#7: one by one,
+    # of which #4 (request 2) fails again.
+    store = GatedStore(gate_call=1, fail_calls=[2, 4])
     ref = start_writer(store)
     acks = Acks()
     ref.tell(WriteRequest([_op(0)], acks.make(0)))
@@ -216,16 +219,18 @@ def test_failing_apply_acks_every_request_of_the_batch_with_the_error(
         ref.tell(WriteRequest([_op(i)], acks.make(i)))
     store.release.set()
     acks.wait_all()
-    assert store.batch_sizes == [1, 5]
+    assert store.batch_sizes == [1, 5, 1, 1, 1, 1, 1]
     assert acks.outcomes[0] == [None]
-    (error,) = store.errors
-    for i in range(1, 6):
-        assert acks.outcomes[i] == [error]
-    assert store.get("journal", b"k00001") is None
+    _, culprit_error = store.errors
+    assert acks.outcomes[2] == [culprit_error]
+    for i in (1, 3, 4, 5):
+        assert acks.outcomes[i] == [None]
+        assert store.get("journal", f"k{i:05d}".encode()) == {"i": i}
+    assert store.get("journal", b"k00002") is None
     # the writer survived and still commits
     write_and_wait(ref, [_op(99)], timeout=WAIT)
     assert store.get("journal", b"k00099") == {"i": 99}
-    assert _counters(ref) == (3, 7, 1)
+    assert _counters(ref) == (8, 12, 1)
 
 
 def test_request_without_ack_and_empty_request(

@@ -1,0 +1,1 @@
+"""Golden tier: journals written by earlier versions, replayed to catch format and determinism breaks."""
