@@ -249,14 +249,21 @@ class RunDriver:
         """The outcome of a settled step, as the workflow saw it the first time."""
         packed = rec.get("val")
         if rec.get("st") == "completed":
+            plain = decode(packed)
             if kind == "state":
                 value = None
+            elif kind in COORDINATOR_KINDS and kind != "branch":
+                value = shape_value(kind, plain, rec.get("lay"), run_id=self.run_id)
             else:
-                value = decode(packed)
-                if kind in COORDINATOR_KINDS and kind != "branch":
-                    value = shape_value(kind, value, rec, run_id=self.run_id)
+                value = plain
             return Outcome(
-                True, value, packed, attempt=int(rec.get("a", 1)), res=rec.get("res"), recorded=True
+                True,
+                value,
+                packed,
+                attempt=int(rec.get("a", 1)),
+                res=rec.get("res"),
+                recorded=True,
+                plain=plain,
             )
         error = error_from_data(rec.get("err") or {}, self.run_id)
         return Outcome(False, error=error, attempt=int(rec.get("a", 1)), recorded=True)

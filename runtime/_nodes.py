@@ -41,13 +41,14 @@ __all__ = [
 
 SETTLED = frozenset({"completed", "failed"})
 NONE_PACKED = pack(None)
+_SAME = object()
 Reservation = list[Any]  # [signal name, sequence number]
 
 
 class Outcome:
     """How a node settled: ``ok`` with ``value`` (and its packed form), or ``error``."""
 
-    __slots__ = ("attempt", "error", "extra", "finished", "ok", "packed", "recorded", "res", "value")
+    __slots__ = ("attempt", "error", "extra", "finished", "ok", "packed", "plain", "recorded", "res", "value")
 
     def __init__(
         self,
@@ -61,9 +62,13 @@ class Outcome:
         res: list[Reservation] | None = None,
         recorded: bool = False,
         extra: dict[str, Any] | None = None,
+        plain: Any = _SAME,
     ) -> None:
         self.ok = ok
         self.value = value
+        # The stored form a parent coordinator builds its own from (``value``
+        # is shaped for workflow code: PENDING, Settled, tuples).
+        self.plain = value if plain is _SAME else plain
         self.packed = packed
         self.error = error
         self.attempt = attempt

@@ -156,10 +156,20 @@ class Coordinator(Node):
     # -- outcomes ---------------------------------------------------------------
 
     def child_settled(self, node: Node, outcome: Outcome) -> None:
-        self.running -= 1
         if self.stopped:
+            self.running -= 1
             return
         self._accept(node.pos, outcome, node)
+        if self.op.concurrency is None or outcome.recorded:
+            self.running -= 1
+            self.fill()
+        else:
+            # The slot frees once the branch's record is durable: a crash then
+            # re-runs at most `concurrency` branches, never settled ones.
+            self.driver.after_commit(self._free_slot)
+
+    def _free_slot(self) -> None:
+        self.running -= 1
         self.fill()
 
     def _accept(self, index: int, outcome: Outcome, node: Node | None) -> None:
@@ -199,17 +209,17 @@ class Coordinator(Node):
         failures = self._failures()
         if op.kind == "all_settled":
             plain = [
-                [o.ok, o.value if o.ok else None, None if o.ok else error_to_data(as_branch_error(o.error))]
+                [o.ok, o.plain if o.ok else None, None if o.ok else error_to_data(as_branch_error(o.error))]
                 for o in (self.outcomes[i] for i in range(len(op.branches)))
             ]
             self._settle_ok(plain, self._reservations(range(len(op.branches))))
         elif failures:
             self._settle_failed(failures)
         elif op.kind == "run_all":
-            plain_map = {op.keys[i]: self.outcomes[i].value for i in range(len(op.branches))}
+            plain_map = {op.keys[i]: self.outcomes[i].plain for i in range(len(op.branches))}
             self._settle_ok(plain_map, self._reservations(range(len(op.branches))))
         else:
-            values = [self.outcomes[i].value for i in range(len(op.branches))]
+            values = [self.outcomes[i].plain for i in range(len(op.branches))]
             self._settle_ok(values, self._reservations(range(len(op.branches))))
 
     def _decide_race(self, index: int, outcome: Outcome) -> None:
@@ -220,7 +230,7 @@ class Coordinator(Node):
         crash_point("after_race_decision")
         key = self.op.keys[index]
         if outcome.ok:
-            self._settle_ok([key, outcome.value], list(outcome.res))
+            self._settle_ok([key, outcome.plain], list(outcome.res))
         else:
             error = as_branch_error(outcome.error)
             self._settle_failed({key: error}, lowest=key)
@@ -231,7 +241,7 @@ class Coordinator(Node):
         if outcome.ok:
             self.decided = True
             self._stop_all(cancel=False)
-            self._settle_ok([self.op.keys[index], outcome.value], list(outcome.res))
+            self._settle_ok([self.op.keys[index], outcome.plain], list(outcome.res))
         elif len(self.outcomes) == len(self.op.branches):
             self.decided = True
             self._settle_all_failed()
@@ -245,7 +255,7 @@ class Coordinator(Node):
             if len(self.wins) == op.n:
                 self.decided = True
                 self._stop_all(cancel=False)
-                plain = [[op.keys[i], self.outcomes[i].value] for i in self.wins]
+                plain = [[op.keys[i], self.outcomes[i].plain] for i in self.wins]
                 self._settle_ok(plain, self._reservations(self.wins))
             return
         unsettled = len(op.branches) - len(self.outcomes)
@@ -270,8 +280,8 @@ class Coordinator(Node):
             if failures:
                 self._settle_failed(failures)
                 return
-            values = [self.outcomes[i].value if i in self.outcomes else None for i in range(count)]
-            self._settle_ok(values, self._reservations(self.outcomes), extra={"pend": pend})
+            values = [self.outcomes[i].plain if i in self.outcomes else None for i in range(count)]
+            self._settle_ok({"values": values, "pending": pend}, self._reservations(self.outcomes))
             return
         self._release_all()
         error = TimeoutError(
@@ -300,12 +310,12 @@ class Coordinator(Node):
         for outcome in self.outcomes.values():
             self.driver.release(outcome.res)
 
-    def _settle_ok(self, plain: Any, res: list[Reservation], extra: dict[str, Any] | None = None) -> None:
+    def _settle_ok(self, plain: Any, res: list[Reservation]) -> None:
         driver = self.driver
         if self.due is not None and not self.stopped:
             driver.clear_timer(self, self.due)
-        value = shape_value(self.op.kind, plain, extra or {}, named=self.op.named, run_id=driver.run_id)
-        self.settle(Outcome(True, value, pack(plain), finished=driver.now(), res=res, extra=extra))
+        value = shape_value(self.op.kind, plain, self.op.layout(), named=self.op.named, run_id=driver.run_id)
+        self.settle(Outcome(True, value, pack(plain), finished=driver.now(), res=res, plain=plain))
 
     def _settle_failed(self, failures: dict[Any, ActivityError], lowest: Any = None) -> None:
         driver = self.driver

@@ -85,38 +85,81 @@ class RunSummary:
     updated: datetime
 
 
+COORDINATOR_KINDS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum"})
+
+
 def shape_value(
-    kind: str, plain: Any, extra: dict[str, Any], *, named: bool | None = None, run_id: str = "?"
+    kind: str,
+    plain: Any,
+    lay: list[list[Any]] | None = None,
+    *,
+    named: bool | None = None,
+    run_id: str = "?",
 ) -> Any:
     """The value a workflow sees for a coordinator, from its stored plain form.
 
     Used on the first run and on replay alike, so both see the same shapes.
+    ``lay`` (the recorded ``[key, kind, name]`` per branch) shapes branches
+    that are coordinators themselves; a partial ``all`` stores
+    ``{"values": [...], "pending": [indexes]}``.
     """
+    kinds = {row[0]: row[1] for row in lay} if lay else {}
+
+    def branch(key: Any, value: Any) -> Any:
+        sub = kinds.get(key)
+        return shape_value(sub, value, None, run_id=run_id) if sub in COORDINATOR_KINDS else value
+
     if kind in ("all", "map"):
-        pend = extra.get("pend")
-        if pend:
-            values = list(plain)
-            for index in pend:
+        if isinstance(plain, dict):
+            values = [branch(i, v) for i, v in enumerate(plain["values"])]
+            for index in plain["pending"]:
                 values[index] = PENDING
             return values
-        return plain
+        return [branch(i, v) for i, v in enumerate(plain)]
+    if kind == "run_all":
+        return {key: branch(key, value) for key, value in plain.items()}
     if kind == "all_settled":
         from ._errors import error_from_data
 
         rows = []
-        for ok, value, err in plain:
+        for index, (ok, value, err) in enumerate(plain):
             error = None
             if not ok:
                 rebuilt = error_from_data(err, run_id)
                 error = (
                     rebuilt if isinstance(rebuilt, ActivityError) else ActivityError.from_exception(rebuilt)
                 )
-            rows.append(Settled(bool(ok), value, error))
+            rows.append(Settled(bool(ok), branch(index, value) if ok else None, error))
         return rows
     if kind in ("race", "any"):
         key, value = plain
+        value = branch(key, value)
         is_named = isinstance(key, str) if named is None else named
         return (key, value) if kind == "race" and is_named else value
     if kind == "quorum":
-        return [(key, value) for key, value in plain]
+        return [(key, branch(key, value)) for key, value in plain]
     return plain
+
+
+def _register_value_types() -> None:
+    """Make treadle's own result types storable, so a workflow or branch may return them."""
+    from treadle.storage import register_type
+
+    from ._errors import ActivityTimeoutError, error_from_data, error_to_data
+
+    def error_back(data: Any) -> ActivityError:
+        error = error_from_data(data)
+        return error if isinstance(error, ActivityError) else ActivityError.from_exception(error)
+
+    register_type(_Pending, 1, lambda _: None, lambda _: PENDING)
+    register_type(
+        Settled,
+        2,
+        lambda s: [s.ok, s.value, None if s.error is None else error_to_data(s.error)],
+        lambda p: Settled(bool(p[0]), p[1], None if p[2] is None else error_back(p[2])),
+    )
+    register_type(ActivityError, 3, error_to_data, error_back)
+    register_type(ActivityTimeoutError, 4, error_to_data, error_back)
+
+
+_register_value_types()

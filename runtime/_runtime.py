@@ -417,7 +417,7 @@ def _step_record(rec: dict[str, Any], run_id: str) -> StepRecord:
     if rec.get("st") == "completed":
         value = decode(rec.get("val"))
         if kind in _COORDINATORS:
-            value = shape_value(kind, value, rec, run_id=run_id)
+            value = shape_value(kind, value, rec.get("lay"), run_id=run_id)
     elif rec.get("err") is not None:
         rebuilt = error_from_data(rec["err"], run_id)
         error = rebuilt if isinstance(rebuilt, ActivityError) else ActivityError.from_exception(rebuilt)

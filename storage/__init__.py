@@ -4,7 +4,7 @@ For people who extend or inspect the store; workflow authors import from
 ``treadle.runtime`` only. This package never imports ``treadle.runtime``.
 """
 
-from ._codec import DEFAULT_MAX_PAYLOAD, decode, encode, pack, unpack
+from ._codec import DEFAULT_MAX_PAYLOAD, decode, encode, pack, register_type, unpack
 from ._envelope import FORMAT_VERSION, open_record, seal
 from ._errors import (
     JournalCorruptionError,
@@ -56,6 +56,7 @@ __all__ = [
     "journal_prefix",
     "open_record",
     "pack",
+    "register_type",
     "reload_faults",
     "run_key",
     "seal",

@@ -8,6 +8,7 @@ the offending part (``result['x'][3]: set``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -15,7 +16,7 @@ import msgpack
 
 from ._errors import PayloadTooLargeError, SerializationError
 
-__all__ = ["DEFAULT_MAX_PAYLOAD", "decode", "encode", "pack", "unpack"]
+__all__ = ["DEFAULT_MAX_PAYLOAD", "decode", "encode", "pack", "register_type", "unpack"]
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -23,14 +24,48 @@ _INT_MIN = -(2**63)
 _INT_MAX = 2**64 - 1
 
 
+_EXT_BY_TYPE: dict[type, tuple[int, Callable[[Any], Any]]] = {}
+_EXT_BY_CODE: dict[int, Callable[[Any], Any]] = {}
+
+
+def register_type(
+    cls: type, code: int, to_plain: Callable[[Any], Any], from_plain: Callable[[Any], Any]
+) -> None:
+    """Let values of ``cls`` be stored (as msgpack extension type ``code``, 1-100).
+
+    ``to_plain`` turns a value into plain data (itself encodable), ``from_plain``
+    rebuilds it. The layer above registers its own value types this way
+    (``PENDING``, ``Settled``, ``ActivityError``); storage knows none of them.
+    """
+    if not 1 <= code <= 100:
+        raise ValueError(f"extension code must be between 1 and 100, got {code}")
+    _EXT_BY_TYPE[cls] = (code, to_plain)
+    _EXT_BY_CODE[code] = from_plain
+
+
+def _default(value: Any) -> Any:
+    entry = _EXT_BY_TYPE.get(type(value))
+    if entry is None:
+        raise TypeError(f"can not serialize {type(value).__name__!r} object")
+    code, to_plain = entry
+    return msgpack.ExtType(code, pack(to_plain(value)))
+
+
+def _ext_hook(code: int, data: bytes) -> Any:
+    from_plain = _EXT_BY_CODE.get(code)
+    if from_plain is None:
+        return msgpack.ExtType(code, data)
+    return from_plain(unpack(data))
+
+
 def pack(value: Any) -> bytes:
     """Pack a value that is known to be encodable (internal records)."""
-    return msgpack.packb(value, use_bin_type=True, datetime=True)  # type: ignore[no-any-return]
+    return msgpack.packb(value, use_bin_type=True, datetime=True, default=_default)  # type: ignore[no-any-return]
 
 
 def unpack(data: bytes | memoryview) -> Any:
     """Unpack bytes produced by :func:`pack`."""
-    return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True)
+    return msgpack.unpackb(data, raw=False, timestamp=3, strict_map_key=True, ext_hook=_ext_hook)
 
 
 def encode(
@@ -74,6 +109,8 @@ def _find_problem(value: Any, root: str) -> tuple[str | None, str]:
                 return None, ""
             return path, "int out of range (must fit in 64 bits)"
         if isinstance(item, float):
+            return None, ""
+        if type(item) in _EXT_BY_TYPE:
             return None, ""
         if isinstance(item, datetime):
             if item.tzinfo is None:

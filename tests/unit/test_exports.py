@@ -75,6 +75,7 @@ STORAGE_ALL = [
     "journal_prefix",
     "open_record",
     "pack",
+    "register_type",
     "reload_faults",
     "run_key",
     "seal",
