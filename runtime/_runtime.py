@@ -166,6 +166,12 @@ class Runtime:
         holder["supervisor"] = self._supervisor
         for _, timer in self.store.scan("timers", on_error=self._corrupt):
             self._timers.tell(AddTimer(timer["run"], timer["step"], float(timer["due"])))
+        # -- hook: command inbox (runtime/_inbox.py), applies `treadle signal`/`treadle cancel` --
+        from ._inbox import Inbox
+
+        self._inbox: Inbox | None = Inbox(self)
+        self._inbox.start()
+        # -- end hook: command inbox --
 
     # -- runs ---------------------------------------------------------------------------
 
@@ -265,6 +271,11 @@ class Runtime:
         self._stop_services()
 
     def _stop_services(self) -> None:
+        # -- hook: command inbox (runtime/_inbox.py): stop polling before the actors go --
+        inbox = getattr(self, "_inbox", None)
+        if inbox is not None:
+            inbox.stop()
+        # -- end hook: command inbox --
         for name in ("_supervisor", "_timers"):
             ref = getattr(self, name, None)
             if ref is not None:
