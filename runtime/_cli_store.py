@@ -1,10 +1,10 @@
 """What the CLI reads from a store: run and step views, loaded read-only.
 
 The CLI never takes the store's owner lock for reading, so it works while a
-service runs the runtime. It reads as a registered LMDB reader
-(``_cli_reader.SharedReader``); where the lock file is not writable it falls
-back to ``LmdbStore(readonly=True)``, whose reads can race the writer, and
-retries reads that met a rewritten record.
+service runs the runtime. ``LmdbStore(readonly=True)`` reads as a registered
+LMDB reader (the writer keeps the pages it walks) and follows map growth;
+where the lock file is not writable it reads unregistered, so reads that met
+a rewritten record are retried.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from treadle.storage import (
     signal_prefix,
 )
 
-from ._cli_reader import SharedReader
 from ._records import RunStatus
 
 __all__ = [
@@ -152,7 +151,7 @@ class RunView:
 
 
 class Reader(Protocol):
-    """The reads the CLI makes (a ``SharedReader``, a read-only ``LmdbStore``, or ``Runtime.store``)."""
+    """The reads the CLI makes (a read-only ``LmdbStore``, or ``Runtime.store``)."""
 
     def get(self, db: str, key: bytes) -> dict[str, Any] | None: ...
 
@@ -175,24 +174,14 @@ def check_store(path: str) -> str:
 def read_store(path: str) -> Iterator[Reader]:
     """The store at ``path`` opened read-only (never takes the owner lock)."""
     real = check_store(path)
-    store: SharedReader | LmdbStore
     try:
-        store = SharedReader(real)
-    except lmdb.ReadonlyError:  # lock.mdb is not writable by us: unregistered reads, retried
-        store = _fallback(real, path)
+        store = LmdbStore(real, readonly=True)
     except lmdb.Error as exc:
         raise CliError(f"cannot open the store at {path}: {exc}") from None
     try:
         yield store
     finally:
         store.close()
-
-
-def _fallback(real: str, path: str) -> LmdbStore:
-    try:
-        return LmdbStore(real, readonly=True)
-    except lmdb.Error as exc:
-        raise CliError(f"cannot open the store at {path}: {exc}") from None
 
 
 def owner(path: str) -> int | None:
