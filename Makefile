@@ -25,9 +25,9 @@ demo: $(STAMP)
 
 # pytest exits 5 when it selected no test: scripts/run_pytest.py turns that into a failure.
 # `slow` tests run here too, at a smaller size; `make slow` runs them at full size.
-SLOW_KILLS_CI ?= 50
+SLOW_SIZES_CI ?= TREADLE_SLOW_KILLS=50 TREADLE_PROP_EXAMPLES=20 TREADLE_STRESS_RUNS=2000
 test: $(STAMP)
-	TREADLE_SLOW_KILLS=$(SLOW_KILLS_CI) $(PY) scripts/run_pytest.py tests
+	$(SLOW_SIZES_CI) $(PY) scripts/run_pytest.py tests
 	@if [ -d "$(CONFORMANCE)" ]; then $(PY) scripts/run_pytest.py -c pyproject.toml --rootdir . $(CONFORMANCE); \
 	else echo "no $(CONFORMANCE): conformance suite not run"; fi
 
@@ -38,7 +38,8 @@ conformance: $(STAMP)
 	$(PY) scripts/run_pytest.py -c pyproject.toml --rootdir . $(CONFORMANCE)
 
 slow: $(STAMP)
-	TREADLE_SLOW_KILLS=1000 $(PY) scripts/run_pytest.py -m slow tests
+	TREADLE_SLOW_KILLS=1000 TREADLE_PROP_EXAMPLES=100 TREADLE_STRESS_RUNS=5000 \
+		$(PY) scripts/run_pytest.py -m slow tests
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
