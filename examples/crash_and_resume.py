@@ -233,13 +233,13 @@ def parent_main(store: str, keep_store: bool) -> None:
     say(f"OK: {len(checkpointed)} completed branches were not run again; only shards {reran} ran again")
     say()
     say("Where to look next:")
-    if keep_store:
-        say(f"  - the store was kept: Runtime({store!r}).get({run_id!r}).history() lists every step")
-    else:
-        say("  - keep the store to inspect it: add --store ./demo-store to the command line,")
-        say("    then Runtime('./demo-store').get(run_id).history() lists every step and its status")
+    where = store if keep_store else "./demo-store"
+    if not keep_store:
+        say("  - keep the store to inspect it: add --store ./demo-store to the command line, then:")
+    say(f"  - .venv/bin/treadle --store {where} show {run_id}      (the step tree, statuses, attempts)")
+    say(f"  - .venv/bin/treadle --store {where} timeline {run_id} -o run.html   (branches over time)")
     say("  - examples/batch_map.py and examples/map_reduce.py: the same fan-out with concurrency limits")
-    say("  - README.md, and DESIGN.md 'Parallel semantics': what is checkpointed when, what runs again")
+    say("  - docs/parallel-semantics.md: what is checkpointed when, and what runs again after a crash")
 
 
 def main() -> None:
