@@ -106,7 +106,9 @@ class RunDriver:
         self.children: dict[str, ChildNode] = {}
         self.timers: dict[str, Node] = {}
         self.reserved: set[tuple[str, int]] = set()
+        self.released: set[str] = set()
         self.finished = False
+        self.quiet = False  # set while abandoning a tree that met changed code: record nothing
         self.store_full = False
         self.final_status: str | None = None
         self.persisted_status: str = record.get("st", "running")
@@ -181,6 +183,8 @@ class RunDriver:
             self.cancel()
         else:
             self.log.warning("unexpected message", message=repr(message))
+        if self.released:
+            self._offer_released()
 
     @property
     def idle(self) -> bool:
@@ -249,6 +253,8 @@ class RunDriver:
         """The outcome of a settled step, as the workflow saw it the first time."""
         packed = rec.get("val")
         if rec.get("st") == "completed":
+            for reservation in rec.get("res") or ():
+                self.reserved.add((reservation[0], reservation[1]))
             plain = decode(packed)
             if kind == "state":
                 value = None
@@ -326,6 +332,8 @@ class RunDriver:
         self._put(node.step, rec, lazy=False)
 
     def record_abandoned(self, node: Node) -> None:
+        if self.quiet:
+            return
         rec = self._base(node, "abandoned")
         rec["a"] = getattr(node, "attempt", 1) or 1
         rec["t1"] = self.now()
@@ -361,17 +369,16 @@ class RunDriver:
         if self.persisted_status == "suspended":
             self.persisted_status = "running"
             ops.append(self._run_op({"st": "running", "waits": []}))
-        batch: int | None = None
-        if callbacks or not lazy:
-            batch = self.next_batch
-            self.next_batch += 1
-            self.batches[batch] = callbacks
-            crash_point("after_step_before_commit")
-        self.port.submit(ops, batch, lazy)
+        batch = self.next_batch
+        self.next_batch += 1
+        self.batches[batch] = callbacks
+        crash_point("after_step_before_commit")
+        self.port.submit(ops, batch, False)
 
     def _drop_lazy(self) -> None:
-        # The timer is left armed: re-arming it for every step would wake the
-        # scheduler thread each time; when it fires it finds nothing or re-arms.
+        # The timer stays armed (re-arming it for every step would wake the
+        # scheduler thread each time); when it fires it finds nothing or re-arms.
+        # suspend() disarms it, since its message would go to the old actor.
         self.lazy_ops = []
 
     def flush_lazy(self) -> None:
@@ -431,6 +438,9 @@ class RunDriver:
         self.persisted_status = "suspended"
         ops = [*self.lazy_ops, self._run_op({"st": "suspended", "waits": self.waits})]
         self._drop_lazy()
+        if self.lazy_timer is not None:  # it would reach the actor this run is leaving
+            self.lazy_timer.cancel()
+            self.lazy_timer = None
         self.port.submit(ops, None, True)
 
     # -- timers -------------------------------------------------------------------
@@ -470,6 +480,14 @@ class RunDriver:
     def release(self, res: list[Any]) -> None:
         for name, seq in res:
             self.reserved.discard((name, seq))
+            self.released.add(name)
+
+    def _offer_released(self) -> None:
+        """A released signal may be what a live wait is waiting for."""
+        while self.released:
+            waiter = self.waiters.get(self.released.pop())
+            if waiter is not None:
+                waiter.try_take()
 
     # -- cancellation --------------------------------------------------------------
 

@@ -129,7 +129,7 @@ class Coordinator(Node):
 
     def fill(self) -> None:
         """Start branches in input order while the concurrency limit allows (a rolling pool)."""
-        if self.filling:
+        if self.filling or self.driver.finished:
             return
         self.filling = True
         driver = self.driver
@@ -174,8 +174,13 @@ class Coordinator(Node):
 
     def _accept(self, index: int, outcome: Outcome, node: Node | None) -> None:
         if isinstance(outcome.error, NonDeterminismError):
-            # Replay met changed code inside this tree: nothing here is recorded.
-            self._stop_all(cancel=False)
+            # Replay met changed code inside this tree: nothing here is recorded
+            # (the journal stays untouched for the fixed code to resume from).
+            self.driver.quiet = True
+            try:
+                self._stop_all(cancel=False)
+            finally:
+                self.driver.quiet = False
             if self.live:
                 self.settle(outcome)
             return
@@ -203,7 +208,12 @@ class Coordinator(Node):
             self.flag_cancel()
             self._settle_failed(self._failures())
             return
-        if len(self.outcomes) < len(op.branches) or self.decided:
+        if self.decided:
+            # A sibling settling after a fail_fast raise: the coordinator failed, so
+            # whatever signal it holds goes back to the buffer.
+            self.driver.release(outcome.res)
+            return
+        if len(self.outcomes) < len(op.branches):
             return
         self.decided = True
         failures = self._failures()

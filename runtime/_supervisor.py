@@ -12,6 +12,7 @@ Services that already use pykka can ask it :class:`StartRun`,
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -317,7 +318,12 @@ class Supervisor(pykka.ThreadingActor):
     # -- routing, activation, passivation ----------------------------------------------------
 
     def _activate(self, entry: Entry) -> None:
-        host = self.idle_hosts.pop() if self.idle_hosts else RunActor.start(self.services)
+        host = None
+        while self.idle_hosts and host is None:
+            candidate = self.idle_hosts.pop()
+            host = candidate if candidate.is_alive() else None
+        if host is None:
+            host = RunActor.start(self.services)
         entry.ref = host
         entry.status = RunStatus.RUNNING
         safe_tell(host, Host(entry.run_id, entry.driver))
@@ -408,6 +414,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         entry.ref, entry.driver = None, None  # the crashed actor stops itself
         entry.passivating = False
+        entry.generation = 0  # the replaying driver counts wakes from 0 again
         entry.crashes += 1
         delay = min(0.05 * (2 ** min(entry.crashes, 10)), 30.0)
         self.log.warning("restarting crashed run", run_id=message.run_id, attempt=entry.crashes, delay=delay)
@@ -569,10 +576,10 @@ class Supervisor(pykka.ThreadingActor):
         refs = [entry.ref for entry in self.entries.values() if entry.ref is not None] + self.idle_hosts
         self.idle_hosts = []
         for ref in refs:
-            try:
-                ref.stop(block=True, timeout=message.timeout)
-            except (pykka.Timeout, pykka.ActorDeadError):
-                pass
+            ref.stop(block=False)
+        deadline = time.monotonic() + message.timeout
+        for ref in refs:  # one deadline for all, not one per actor
+            ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
         self.entries.clear()
 
 
