@@ -37,11 +37,11 @@ from ._errors import (
     TreadleError,
     WorkflowFailedError,
 )
+from ._messages import Cancel, Signal, StartRun
 from ._ops import Context, Operation
 from ._records import PENDING, RunStatus, RunSummary, Settled, StepRecord
 from ._registry import ActivityContext, Registry, Retry, activity, default_registry, workflow
 from ._runtime import RunHandle, Runtime
-from ._supervisor import Cancel, Signal, StartRun
 
 __all__ = [
     "PENDING",

@@ -34,7 +34,6 @@ from treadle.storage import (
 from ._activity import ActivityNode
 from ._errors import (
     ActivityError,
-    BranchTopologyChangedError,
     CancelledError,
     NonDeterminismError,
     error_from_data,
@@ -65,11 +64,10 @@ from ._ops import (
     SignalOp,
     SleepOp,
     StateOp,
-    branch_kind,
-    branch_name,
 )
 from ._parallel import Coordinator
-from ._records import shape_value
+from ._records import COORDINATOR_KINDS, shape_value
+from ._topology import replay_mismatch
 
 if TYPE_CHECKING:
     from ._run_actor import RunPort
@@ -78,7 +76,6 @@ __all__ = ["CANCEL_STEP", "RunDriver"]
 
 CANCEL_STEP = "@cancel"
 LAZY_DELAY = 0.05  # seconds a "running" record may wait for a batch to ride with
-COORDINATOR_KINDS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum", "branch"})
 
 
 class RunDriver:
@@ -221,24 +218,7 @@ class RunDriver:
     def check_replay(self, branch: Branch, step: str) -> NonDeterminismError | None:
         """The error to raise if the journal at ``step`` disagrees with the code, else None."""
         rec = self.journal.get(step)
-        if rec is None:
-            return None
-        kind, name = branch_kind(branch), branch_name(branch)
-        rkind, rname = rec.get("k"), rec.get("n")
-        if rkind != kind or rname != name:
-            cls = BranchTopologyChangedError if {kind, rkind} & COORDINATOR_KINDS else NonDeterminismError
-            return cls(self.run_id, step, _describe(rkind, rname), _describe(kind, name))
-        if isinstance(branch, CoordOp) and "lay" in rec:
-            problem = _layout_problem(rec["lay"], branch)
-            if problem is not None:
-                return BranchTopologyChangedError(
-                    self.run_id,
-                    step,
-                    f"{kind} with branches {_keys(rec['lay'])}",
-                    f"{kind} with {_keys(branch.layout())}",
-                    problem,
-                )
-        return None
+        return None if rec is None else replay_mismatch(self.run_id, step, rec, branch)
 
     def leaf_started(self, node: Node, busy: bool) -> None:
         self.leaves.add(node)
@@ -258,7 +238,7 @@ class RunDriver:
             plain = decode(packed)
             if kind == "state":
                 value = None
-            elif kind in COORDINATOR_KINDS and kind != "branch":
+            elif kind in COORDINATOR_KINDS:
                 value = shape_value(kind, plain, rec.get("lay"), run_id=self.run_id)
             else:
                 value = plain
@@ -572,31 +552,3 @@ def _last_per_key(ops: list[Op]) -> list[Op]:
     """Keep the last write of each key (a "running" record superseded by its outcome)."""
     last = {(op.db, op.key): index for index, op in enumerate(ops)}
     return [op for index, op in enumerate(ops) if last[(op.db, op.key)] == index]
-
-
-def _describe(kind: Any, name: Any) -> str:
-    return f"{kind} {name!r}" if name is not None else str(kind)
-
-
-def _keys(layout: list[list[Any]]) -> list[Any]:
-    return [row[0] for row in layout]
-
-
-def _layout_problem(recorded: list[list[Any]], op: CoordOp) -> str | None:
-    new = op.layout()
-    if op.named:
-        old_map = {row[0]: (row[1], row[2]) for row in recorded}
-        new_map = {row[0]: (row[1], row[2]) for row in new}
-        if set(old_map) != set(new_map):
-            return f"branch names differ: recorded {sorted(old_map)}, got {sorted(new_map)}"
-        for key, shape in new_map.items():
-            if old_map[key] != shape:
-                return f"branch {key!r} was {_describe(*old_map[key])}, now {_describe(*shape)}"
-        return None
-    if len(recorded) != len(new):
-        return f"recorded {len(recorded)} branches, got {len(new)}"
-    for old_row, new_row in zip(recorded, new, strict=True):
-        if (old_row[1], old_row[2]) != (new_row[1], new_row[2]):
-            was, now = _describe(old_row[1], old_row[2]), _describe(new_row[1], new_row[2])
-            return f"branch {new_row[0]} was {was}, now {now}"
-    return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -11,12 +12,20 @@ if TYPE_CHECKING:
 __all__ = [
     "ActivityDone",
     "AttemptTimedOut",
+    "Cancel",
     "CancelRun",
     "ChildDone",
     "Committed",
+    "CreateRun",
     "Passivate",
+    "Pending",
+    "RequestCancel",
     "RetryDue",
+    "SendSignal",
+    "Shutdown",
+    "Signal",
     "SignalArrived",
+    "StartRun",
     "TimerFired",
     "Wake",
 ]
@@ -154,3 +163,96 @@ class Route:
 
     run_id: str
     message: Any
+
+
+# -- public messages --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StartRun:
+    """Ask: start ``workflow`` (registered name) with ``args``; the reply is the run id, once durable."""
+
+    workflow: str
+    args: tuple[Any, ...] = ()
+    run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Signal:
+    """Ask: send a signal; the reply is ``True`` once it is durable (``False``: a duplicate ``key``)."""
+
+    run_id: str
+    name: str
+    payload: Any = None
+    key: str | None = None
+
+
+@dataclass(frozen=True)
+class Cancel:
+    """Ask: cancel a run; the reply is ``True``, or ``False`` if it had already finished."""
+
+    run_id: str
+
+
+# -- internal messages ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CreateRun:
+    run_id: str
+    workflow: str
+    packed_args: bytes
+    parent: tuple[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class SendSignal:
+    run_id: str
+    name: str
+    packed: bytes
+    key: str | None
+
+
+@dataclass(frozen=True)
+class RequestCancel:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class _Created:
+    run_id: str
+    error: BaseException | None
+
+
+@dataclass(frozen=True)
+class _SignalStored:
+    run_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class _Restart:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    timeout: float = 10.0
+
+
+class Pending:
+    """A write the caller waits on: ``wait()`` returns once durable or raises its error."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.error: BaseException | None = None
+
+    def done(self, error: BaseException | None) -> None:
+        self.error = error
+        self.event.set()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        if not self.event.wait(timeout):
+            raise TimeoutError(f"store commit not acknowledged within {timeout}s")
+        if self.error is not None:
+            raise self.error

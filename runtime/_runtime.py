@@ -32,12 +32,12 @@ from ._errors import (
     error_from_data,
 )
 from ._log import get_logger
-from ._messages import Route, TimerFired
+from ._messages import CreateRun, Pending, RequestCancel, Route, SendSignal, Shutdown, TimerFired
 from ._records import RunStatus, RunSummary, StepRecord, shape_value
 from ._registry import Registry, default_registry
 from ._run_actor import Services
 from ._scheduler import AddTimer, Scheduler, TimerService
-from ._supervisor import CreateRun, Pending, RequestCancel, SendSignal, Shutdown, Supervisor
+from ._supervisor import Supervisor
 
 __all__ = ["RunHandle", "Runtime"]
 
