@@ -45,7 +45,7 @@ class ActivityTask:
         """
         return self.node.attempt == self.attempt
 
-    def execute(self, now: float) -> ActivityDone:
+    def execute(self) -> ActivityDone:
         """Run the activity (in a branch actor's thread); never raises."""
         definition = self.definition
         kwargs: dict[str, Any] = {}

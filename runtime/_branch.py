@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import pykka
@@ -38,7 +37,7 @@ class BranchActor(pykka.ThreadingActor):
         task: ActivityTask = message
         while task is not None:
             if task.wanted():
-                outcome = task.execute(self.pool.now())
+                outcome = task.execute()
                 task.deliver(outcome)
             task = self.pool.next_task(self.actor_ref)  # type: ignore[assignment]
         return None
@@ -47,9 +46,8 @@ class BranchActor(pykka.ThreadingActor):
 class BranchPool:
     """Hands activity tasks to branch actors, at most ``limit`` alive at once."""
 
-    def __init__(self, limit: int, now: Callable[[], float], idle_keep: int = 64) -> None:
+    def __init__(self, limit: int, idle_keep: int = 64) -> None:
         self.limit = limit
-        self.now = now
         self.idle_keep = idle_keep
         self._lock = threading.Lock()
         self._idle: list[pykka.ActorRef[BranchActor]] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class ActivityDone:
     packed: bytes | None = None
     error: BaseException | None = None
     original: BaseException | None = None
-    finished: float = 0.0
 
 
 @dataclass(slots=True)
@@ -106,7 +105,6 @@ class Wake:
 
     message: Any
     generation: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 # -- to the supervisor ----------------------------------------------------------

@@ -142,7 +142,7 @@ class Runtime:
         log = get_logger("treadle.runtime")
         self._scheduler = Scheduler(self.clock)
         self._writer = StoreWriter.start(self.store)
-        self._pool = BranchPool(max_branch_actors, self.clock.time)
+        self._pool = BranchPool(max_branch_actors)
         holder: dict[str, Any] = {}
 
         def fire(run_id: str, step: str) -> None:
