@@ -20,13 +20,19 @@ $(STAMP): $(PY) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Ray (the `ray` extra) for the Ray executor's tests; they skip, saying why, if it cannot be installed.
+RAY_STAMP := $(VENV)/.ray-installed
+$(RAY_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[ray]' || echo "Ray could not be installed: tests marked 'ray' will skip"
+	touch $(RAY_STAMP)
+
 demo: $(STAMP)
 	$(PY) examples/crash_and_resume.py
 
 # pytest exits 5 when it selected no test: scripts/run_pytest.py turns that into a failure.
 # `slow` tests run here too, at a smaller size; `make slow` runs them at full size.
 SLOW_SIZES_CI ?= TREADLE_SLOW_KILLS=50 TREADLE_PROP_EXAMPLES=20 TREADLE_STRESS_RUNS=2000
-test: $(STAMP)
+test: $(STAMP) $(RAY_STAMP)
 	$(SLOW_SIZES_CI) $(PY) scripts/run_pytest.py tests
 	@if [ -d "$(CONFORMANCE)" ]; then $(PY) scripts/run_pytest.py -c pyproject.toml --rootdir . $(CONFORMANCE); \
 	else echo "no $(CONFORMANCE): conformance suite not run"; fi
@@ -46,9 +52,10 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check .
 	PYTHON=$(PY) scripts/typecheck.sh
 
-bench: $(STAMP)
+bench: $(STAMP) $(RAY_STAMP)
 	$(PY) -m pip install --quiet -e '.[bench]' || echo "DBOS could not be installed: peer columns will be empty"
 	$(PY) benchmarks/run.py
+	$(PY) benchmarks/executors.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .mypy-src build *.egg-info .pytest_cache .mypy_cache .ruff_cache

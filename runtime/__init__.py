@@ -25,6 +25,7 @@ from ._errors import (
     AllBranchesFailedError,
     BranchTopologyChangedError,
     CancelledError,
+    ExecutorUnavailableError,
     JournalCorruptionError,
     NonDeterminismError,
     PayloadTooLargeError,
@@ -35,10 +36,14 @@ from ._errors import (
     StorageFullError,
     StoreLockedError,
     TreadleError,
+    WorkerLostError,
     WorkflowFailedError,
 )
+from ._executors import Executor, ThreadExecutor
 from ._messages import Cancel, Signal, StartRun
 from ._ops import Context, Operation
+from ._processes import ProcessExecutor
+from ._ray import RayExecutor
 from ._records import PENDING, RunStatus, RunSummary, Settled, StepRecord
 from ._registry import ActivityContext, Registry, Retry, activity, default_registry, workflow
 from ._runtime import RunHandle, Runtime
@@ -55,10 +60,14 @@ __all__ = [
     "Clock",
     "Context",
     "Duration",
+    "Executor",
+    "ExecutorUnavailableError",
     "JournalCorruptionError",
     "NonDeterminismError",
     "Operation",
     "PayloadTooLargeError",
+    "ProcessExecutor",
+    "RayExecutor",
     "Registry",
     "Retry",
     "RunFinishedError",
@@ -76,7 +85,9 @@ __all__ = [
     "StorageFullError",
     "StoreLockedError",
     "SystemClock",
+    "ThreadExecutor",
     "TreadleError",
+    "WorkerLostError",
     "WorkflowFailedError",
     "activity",
     "default_registry",

@@ -116,10 +116,12 @@ class ActivityNode(Node):
             )
         else:
             assert msg.error is not None
-            self._attempt_failed(msg.error, msg.original)
+            self._attempt_failed(msg.error, msg.original, final=msg.final)
 
-    def _attempt_failed(self, error: BaseException, original: BaseException | None) -> None:
-        policy = self.op.retry
+    def _attempt_failed(
+        self, error: BaseException, original: BaseException | None, *, final: bool = False
+    ) -> None:
+        policy = None if final else self.op.retry
         cause = original if original is not None else error
         cancelled = (
             self.context is not None

@@ -1,7 +1,9 @@
 """Branch actors: one per running activity, reused once idle.
 
-A branch actor runs one activity attempt in its own thread and tells the
-run's actor the outcome; it holds no storage handle. Starting a thread costs
+A branch actor runs one activity attempt and tells the run's actor the
+outcome; it holds no storage handle. The runtime's executor decides where the
+activity's code runs: in the actor's own thread (``threads``) or in a worker
+process or Ray task that the actor's thread waits for. Starting a thread costs
 far more than running a no-op activity, so an actor that finished its branch
 takes the next waiting one (or waits idle for one) instead of stopping:
 there is still exactly one actor per running branch. ``max_branch_actors``
@@ -16,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pykka
 
+from ._executors import Executors, ThreadExecutor
 from ._log import get_logger
 
 if TYPE_CHECKING:
@@ -35,9 +38,10 @@ class BranchActor(pykka.ThreadingActor):
 
     def on_receive(self, message: Any) -> Any:
         task: ActivityTask = message
+        executors = self.pool.executors
         while task is not None:
             if task.wanted():
-                outcome = task.execute()
+                outcome = executors.run(task)
                 task.deliver(outcome)
             task = self.pool.next_task(self.actor_ref)  # type: ignore[assignment]
         return None
@@ -46,8 +50,9 @@ class BranchActor(pykka.ThreadingActor):
 class BranchPool:
     """Hands activity tasks to branch actors, at most ``limit`` alive at once."""
 
-    def __init__(self, limit: int, idle_keep: int = 64) -> None:
+    def __init__(self, limit: int, executors: Executors | None = None, idle_keep: int = 64) -> None:
         self.limit = limit
+        self.executors = executors if executors is not None else Executors(ThreadExecutor())
         self.idle_keep = idle_keep
         self._lock = threading.Lock()
         self._idle: list[pykka.ActorRef[BranchActor]] = []

@@ -26,6 +26,7 @@ __all__ = [
     "AllBranchesFailedError",
     "BranchTopologyChangedError",
     "CancelledError",
+    "ExecutorUnavailableError",
     "JournalCorruptionError",
     "NonDeterminismError",
     "PayloadTooLargeError",
@@ -36,6 +37,7 @@ __all__ = [
     "StorageFullError",
     "StoreLockedError",
     "TreadleError",
+    "WorkerLostError",
     "WorkflowFailedError",
     "error_from_data",
     "error_to_data",
@@ -198,6 +200,33 @@ class RunFinishedError(TreadleError):
         super().__init__(f"run {run_id!r} has finished ({status}); it takes no more signals")
         self.run_id = run_id
         self.status = status
+
+
+class WorkerLostError(TreadleError):
+    """The process, Ray worker or node running an activity attempt died or became unreachable.
+
+    That attempt fails with this error and the activity's retry policy
+    applies, as for any other failed attempt; nothing already checkpointed is
+    affected.
+    """
+
+    code = "TRD-WORKER-LOST"
+
+    def __init__(self, executor: str, detail: str) -> None:
+        super().__init__(f"the {executor} executor lost the attempt: {detail}")
+        self.executor = executor
+        self.detail = detail
+
+
+class ExecutorUnavailableError(TreadleError):
+    """An activity asked for an executor that cannot be used here (Ray not installed, say)."""
+
+    code = "TRD-NO-EXECUTOR"
+
+    def __init__(self, executor: str, detail: str) -> None:
+        super().__init__(f"the {executor} executor is not available: {detail}")
+        self.executor = executor
+        self.detail = detail
 
 
 class CancelledError(BaseException):

@@ -42,6 +42,7 @@ class ActivityDone:
     packed: bytes | None = None
     error: BaseException | None = None
     original: BaseException | None = None
+    final: bool = False  # no retry can change it (arguments the codec refuses, say)
 
 
 @dataclass(slots=True)

@@ -15,13 +15,16 @@ from typing import Any, TypeVar, overload
 from ._durations import Duration, parse_duration, parse_optional_duration
 
 __all__ = [
+    "EXECUTOR_KINDS",
     "ActivityContext",
     "ActivityDef",
+    "CancelFlag",
     "Registry",
     "Retry",
     "WorkflowDef",
     "activity",
     "default_registry",
+    "executor_kind",
     "workflow",
 ]
 
@@ -91,6 +94,36 @@ class Retry:
         return error is None or not isinstance(error, self.non_retryable)
 
 
+class CancelFlag(threading.Event):
+    """``ActivityContext.cancelled``: an event that also tells listeners when it is set.
+
+    An executor that runs the attempt in another process registers a listener
+    to carry the flag across (a shared byte for a worker process, a flag actor
+    for Ray).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._listeners: list[Callable[[], None]] = []
+
+    def set(self) -> None:
+        super().set()
+        for listener in list(self._listeners):
+            listener()
+
+    def add_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` when the flag is set (at once if it already is)."""
+        self._listeners.append(listener)
+        if self.is_set():
+            listener()
+
+    def remove_listener(self, listener: Callable[[], None]) -> None:
+        try:
+            self._listeners.remove(listener)
+        except ValueError:
+            pass
+
+
 @dataclass
 class ActivityContext:
     """Given to an activity that declares a parameter annotated ``ActivityContext``.
@@ -108,7 +141,7 @@ class ActivityContext:
     step: str
     attempt: int = 1
     key: str | None = None
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    cancelled: threading.Event = field(default_factory=CancelFlag)
 
 
 @dataclass(frozen=True)
@@ -193,6 +226,34 @@ def _context_param(fn: Callable[..., Any]) -> str | None:
     return None
 
 
+EXECUTOR_KINDS = ("threads", "processes", "ray")
+_EXECUTOR_ALIASES = {"thread": "threads", "process": "processes"}
+
+
+def executor_kind(name: Any, param: str = "executor") -> str:
+    """The executor kind ``name`` means (``"process"`` and ``"processes"`` are one kind)."""
+    if not isinstance(name, str):
+        raise TypeError(f"{param} must be one of {', '.join(EXECUTOR_KINDS)}, got {name!r}")
+    kind = _EXECUTOR_ALIASES.get(name, name)
+    if kind not in EXECUTOR_KINDS:
+        raise ValueError(f"{param} must be one of {', '.join(EXECUTOR_KINDS)}, got {name!r}")
+    return kind
+
+
+def not_importable(function: Callable[..., Any]) -> str | None:
+    """Why a worker process could not import ``function`` by module and name, or None."""
+    module = getattr(function, "__module__", None)
+    qualname = getattr(function, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return f"{function!r} has no module and qualified name to import it by"
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return (
+            f"{module}.{qualname} is defined inside a function or is a lambda; "
+            "a worker process imports activities by name, so define it at module level"
+        )
+    return None
+
+
 def _check_name(name: Any, what: str) -> str:
     if not isinstance(name, str) or not name or len(name) > 200:
         raise ValueError(f"{what} name must be a non-empty str of at most 200 characters, got {name!r}")
@@ -227,6 +288,9 @@ def activity(
         retry: a :class:`Retry` policy; without one the activity is tried once.
         timeout: per-attempt timeout (a duration); a timed-out attempt fails
             with ``ActivityTimeoutError`` and sets ``ActivityContext.cancelled``.
+        executor: where its attempts run, overriding the runtime's default:
+            ``"threads"``, ``"processes"`` (or ``"process"``) or ``"ray"``. A
+            process or Ray activity must be importable by its module and name.
 
     Example:
         ``@activity(name="charge", retry=Retry(attempts=5), timeout="30s")``
@@ -234,10 +298,15 @@ def activity(
     if retry is not None and not isinstance(retry, Retry):
         raise TypeError(f"retry must be a Retry, got {type(retry).__name__}")
     timeout_s = parse_optional_duration(timeout, "timeout")
+    kind = None if executor is None else executor_kind(executor)
 
     def register(function: F) -> F:
         if not callable(function):
             raise TypeError(f"@activity needs a callable, got {function!r}")
+        if kind == "processes":
+            problem = not_importable(function)
+            if problem is not None:
+                raise ValueError(f"@activity(executor={executor!r}): {problem}")
         registered = _check_name(name if name is not None else function.__name__, "activity")
         definition = ActivityDef(
             name=registered,
@@ -245,7 +314,7 @@ def activity(
             retry=retry,
             timeout=timeout_s,
             context_param=_context_param(function),
-            executor=executor,
+            executor=kind,
         )
         setattr(function, _ACTIVITY_ATTR, definition)
         default_registry.add_activity(definition)

@@ -6,7 +6,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from ._errors import (
     WorkflowFailedError,
     error_from_data,
 )
+from ._executors import Executor, Executors, resolve_executors
 from ._log import get_logger
 from ._messages import CreateRun, Pending, RequestCancel, Route, SendSignal, Shutdown, TimerFired
 from ._records import RunStatus, RunSummary, StepRecord, shape_value
@@ -78,7 +79,14 @@ class Runtime:
         max_branch_actors: cap on live branch actors, runtime-wide.
         durability: ``"sync"`` (fsync every commit) or ``"fast"``.
         clock: a :class:`Clock` (tests pass ``treadle.runtime.testing.FakeClock``).
-        executor: where activities run; ``"threads"``.
+        executor: where activities run by default: ``"threads"`` (I/O-bound work),
+            ``"processes"`` (CPU-bound work, a worker per CPU), ``"ray"`` (a local
+            or existing Ray cluster), or a configured ``ThreadExecutor``,
+            ``ProcessExecutor`` or ``RayExecutor``. ``@activity(executor=...)``
+            overrides it per activity.
+        executors: configured executors for the kinds activities ask for by
+            name (``[RayExecutor(address="ray://head:10001")]``); a kind not
+            configured starts with its defaults on first use.
         max_payload: cap in bytes of one stored value (arguments, results, signals).
 
     Example::
@@ -95,7 +103,8 @@ class Runtime:
         max_branch_actors: int = 256,
         durability: str = "sync",
         clock: Clock | None = None,
-        executor: str = "threads",
+        executor: str | Executor = "threads",
+        executors: Sequence[Executor] | None = None,
         registry: Registry | None = None,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         max_map_size: int | None = None,
@@ -108,10 +117,7 @@ class Runtime:
             raise ValueError(f"max_branch_actors must be >= 1, got {max_branch_actors}")
         if durability not in ("sync", "fast"):
             raise ValueError(f"durability must be 'sync' or 'fast', got {durability!r}")
-        if executor != "threads":
-            raise ValueError(
-                f"executor must be 'threads' (the only executor in this release), got {executor!r}"
-            )
+        default_executor, extra_executors = resolve_executors(executor, executors)
         if isinstance(max_payload, bool) or not isinstance(max_payload, int) or max_payload < 1:
             raise ValueError(f"max_payload must be a positive int of bytes, got {max_payload!r}")
         if clock is not None and not all(
@@ -133,16 +139,18 @@ class Runtime:
         self._lmdb = store
         self._scheduler: Scheduler | None = None
         try:
-            self._start(max_branch_actors)
+            self._start(max_branch_actors, Executors(default_executor, extra_executors))
         except BaseException:
             self._stop_services()
             raise
 
-    def _start(self, max_branch_actors: int) -> None:
+    def _start(self, max_branch_actors: int, executors: Executors) -> None:
         log = get_logger("treadle.runtime")
+        self._executors = executors
+        executors.start()
         self._scheduler = Scheduler(self.clock)
         self._writer = StoreWriter.start(self.store)
-        self._pool = BranchPool(max_branch_actors)
+        self._pool = BranchPool(max_branch_actors, executors)
         holder: dict[str, Any] = {}
 
         def fire(run_id: str, step: str) -> None:
@@ -286,6 +294,9 @@ class Runtime:
         pool = getattr(self, "_pool", None)
         if pool is not None:
             pool.shutdown()
+        executors = getattr(self, "_executors", None)
+        if executors is not None:
+            executors.shutdown()
         writer = getattr(self, "_writer", None)
         if writer is not None:
             try:

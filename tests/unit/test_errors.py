@@ -16,6 +16,7 @@ from treadle.runtime import (
     AllBranchesFailedError,
     BranchTopologyChangedError,
     CancelledError,
+    ExecutorUnavailableError,
     JournalCorruptionError,
     NonDeterminismError,
     PayloadTooLargeError,
@@ -26,6 +27,7 @@ from treadle.runtime import (
     StorageFullError,
     StoreLockedError,
     TreadleError,
+    WorkerLostError,
     WorkflowFailedError,
 )
 from treadle.runtime._errors import error_from_data, error_to_data
@@ -251,6 +253,8 @@ SAMPLES: list[BaseException] = [
     JournalCorruptionError("journal", b"k", "CRC mismatch"),
     StorageFullError("full"),
     StoreLockedError("/store", 1234),
+    WorkerLostError("processes", "worker process 12 died"),
+    ExecutorUnavailableError("ray", "Ray is not installed"),
 ]
 
 

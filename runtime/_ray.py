@@ -1,0 +1,236 @@
+"""The ``ray`` executor: activity attempts as Ray tasks (``pip install 'treadle[ray]'``).
+
+Only the activity's code runs on the cluster. The run's coordinator, its
+journal and every checkpoint stay with the runtime that owns the store: the
+branch actor submits one task per attempt, waits for it, and reports the
+outcome to the run's actor like any other. Ray's own task retries are off
+(``max_retries=0``) so that the activity's ``Retry`` policy is the only one:
+a lost worker or node fails the attempt with ``WorkerLostError`` and the
+policy decides.
+
+``ActivityContext.cancelled`` reaches the task through a small flag actor.
+``ray.cancel`` is called on a cancelled attempt only with
+``RayExecutor(cancel_tasks=True)``; by default a loser or a cancelled
+attempt keeps running, as it does on threads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._errors import ActivityError, CancelledError, ExecutorUnavailableError
+from ._executors import Executor
+from ._messages import ActivityDone
+from ._remote import Refused, RemoteCall, Reply, execute, lost, outcome, prepare
+
+if TYPE_CHECKING:
+    from ._activity import ActivityTask
+
+__all__ = ["RayExecutor"]
+
+_POLL = 0.05  # how stale a remote task's view of its cancel flag may be, in seconds
+
+
+class _Flags:
+    """A Ray actor holding the cancel flags of running attempts (by token)."""
+
+    def __init__(self) -> None:
+        self._set: set[str] = set()
+
+    def set(self, token: str) -> None:
+        self._set.add(token)
+
+    def clear(self, token: str) -> None:
+        self._set.discard(token)
+
+    def is_set(self, token: str) -> bool:
+        return token in self._set
+
+
+class _RemoteFlag(threading.Event):
+    """``ActivityContext.cancelled`` inside a Ray task: asks the flag actor (at most every 50 ms)."""
+
+    def __init__(self, flags: Any, token: str) -> None:
+        super().__init__()
+        self._flags = flags
+        self._token = token
+        self._checked = 0.0
+
+    def is_set(self) -> bool:
+        if super().is_set():
+            return True
+        now = time.monotonic()
+        if now - self._checked >= _POLL:
+            import ray
+
+            self._checked = now
+            if ray.get(self._flags.is_set.remote(self._token)):
+                super().set()
+        return super().is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
+
+
+def _ray_entry(call: RemoteCall, flags: Any, token: str) -> Reply:
+    """The Ray task: run one attempt (in a Ray worker process)."""
+    return execute(call, _RemoteFlag(flags, token))
+
+
+class RayExecutor(Executor):
+    """Runs activity attempts as Ray tasks.
+
+    Args:
+        address: the cluster to join (``"auto"``, ``"ray://head:10001"``); ``None``
+            joins the cluster ``RAY_ADDRESS`` names or starts a local one. If Ray is
+            already initialised in this process, that connection is used as it is.
+        cancel_tasks: call ``ray.cancel`` on an attempt whose ``cancelled`` flag is
+            set (run cancelled, attempt timed out, race lost with ``cancel_losers``).
+            Off by default: the task only sees the cooperative flag.
+        num_cpus: CPUs Ray reserves for each attempt.
+        init: more keyword arguments for ``ray.init`` (``runtime_env``, say).
+
+    The function is serialised by Ray (cloudpickle), so a module-level function
+    is imported by name on the worker and a nested one is shipped by value; the
+    worker must be able to import every module it refers to. Arguments and
+    results cross as the store's msgpack codec packs them.
+
+    Example:
+        ``Runtime(path, executor=RayExecutor(address="auto"))``
+    """
+
+    kind = "ray"
+
+    def __init__(
+        self,
+        address: str | None = None,
+        *,
+        cancel_tasks: bool = False,
+        num_cpus: float = 1,
+        init: Mapping[str, Any] | None = None,
+    ) -> None:
+        if address is not None and not isinstance(address, str):
+            raise TypeError(f"RayExecutor: address must be a str or None, got {address!r}")
+        if not isinstance(cancel_tasks, bool):
+            raise TypeError(f"RayExecutor: cancel_tasks must be a bool, got {cancel_tasks!r}")
+        if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
+            raise ValueError(f"RayExecutor: num_cpus must be a number >= 0, got {num_cpus!r}")
+        if init is not None and not isinstance(init, Mapping):
+            raise TypeError(f"RayExecutor: init must be a mapping of ray.init arguments, got {init!r}")
+        self.address = address
+        self.cancel_tasks = cancel_tasks
+        self.num_cpus = num_cpus
+        self.init = dict(init or {})
+        self._lock = threading.Lock()
+        self._started = False
+        self._owns_ray = False
+        self._task: Any = None
+        self._flags: Any = None
+        self._ray: Any = None
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(address={self.address!r}, cancel_tasks={self.cancel_tasks})"
+
+    def start(self) -> None:
+        with self._lock:
+            if self._started:
+                return
+            try:
+                import ray
+            except ImportError as exc:
+                raise ExecutorUnavailableError(
+                    "ray", f"Ray is not installed ({exc}); pip install 'treadle[ray]'"
+                ) from None
+            if not ray.is_initialized():
+                options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                options.update(self.init)
+                ray.init(address=self.address, **options)
+                self._owns_ray = True
+            self._ray = ray
+            self._task = ray.remote(_ray_entry).options(
+                max_retries=0, retry_exceptions=False, num_cpus=self.num_cpus
+            )
+            self._flags = ray.remote(_Flags).options(num_cpus=0).remote()
+            self._started = True
+
+    def run(self, task: ActivityTask) -> ActivityDone:
+        try:
+            self.start()
+            call = prepare(task, by_name=False)
+        except Refused as refusal:
+            return refusal.done
+        except Exception as exc:
+            return lost(task, self.kind, f"could not reach Ray: {type(exc).__name__}: {exc}")
+        ray = self._ray
+        token = uuid.uuid4().hex
+        flagged = threading.Event()
+        ref: Any = None
+
+        def listener() -> None:
+            flagged.set()
+            try:
+                self._flags.set.remote(token)
+                if self.cancel_tasks and ref is not None:
+                    ray.cancel(ref)
+            except Exception:  # Ray going away: the attempt's own wait reports it
+                pass
+
+        cancelled = task.context.cancelled
+        try:
+            ref = self._task.remote(call, self._flags, token)
+        except Exception as exc:
+            return lost(task, self.kind, f"could not submit the task: {type(exc).__name__}: {exc}")
+        add = getattr(cancelled, "add_listener", None)
+        if add is not None:
+            add(listener)
+        elif cancelled.is_set():
+            listener()
+        try:
+            reply = ray.get(ref)
+        except ray.exceptions.TaskCancelledError:
+            error = CancelledError("the Ray task was cancelled (RayExecutor(cancel_tasks=True))")
+            return ActivityDone(
+                task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error
+            )
+        except ray.exceptions.RayError as exc:
+            return lost(task, self.kind, f"{type(exc).__name__}: {_first_line(exc)}")
+        finally:
+            remove = getattr(cancelled, "remove_listener", None)
+            if remove is not None:
+                remove(listener)
+            if flagged.is_set():
+                try:
+                    self._flags.clear.remote(token)
+                except Exception:
+                    pass
+        return outcome(task, reply)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            owns, self._owns_ray = self._owns_ray, False
+            flags, self._flags = self._flags, None
+            self._started = False
+        if self._ray is None:
+            return
+        if owns:
+            self._ray.shutdown()
+        elif flags is not None:
+            try:  # a Ray this runtime did not start goes on: leave no flag actor behind in it
+                self._ray.kill(flags)
+            except Exception:
+                pass
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
