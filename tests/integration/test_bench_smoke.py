@@ -8,6 +8,7 @@ timing assertions here: speed is judged by the harness, never by tests.
 from __future__ import annotations
 
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,32 @@ def test_unknown_benchmark_is_refused(tmp_path: Path) -> None:
     proc = run_quick(tmp_path, "no_such_bench")
     assert proc.returncode == 2
     assert "unknown benchmark" in proc.stderr
+
+
+def test_executor_benchmark_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    """benchmarks/executors.py (threads vs processes; Ray is covered by test_executor_ray.py)."""
+    out = tmp_path / "exec.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "executors.py"),
+            "--quick",
+            "--kinds",
+            "threads,processes",
+            "--tmpdir",
+            str(tmp_path),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+        cwd=ROOT,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [line.split("|")[1].strip() for line in proc.stdout.splitlines() if line.startswith("| ")][1:] == [
+        "threads",
+        "processes",
+    ], proc.stdout
+    assert set(json.loads(out.read_text())["results"]) == {"threads", "processes"}
