@@ -33,6 +33,7 @@ KEY_LINES = {
     "approval": "OK: one expense approved in time, the other escalated at its deadline",
     "quality_checks": "OK: the loop converged",
     "map_reduce": "OK: the chunks were counted in a bounded pool",
+    "cpu_bound": "OK: the CPU-bound branches ran in worker processes",
     "crash_and_resume": "OK: 4 completed branches were not run again; only shards [4, 5, 6, 7] ran again",
 }
 
