@@ -7,6 +7,10 @@ only send messages, so one thread serves the whole runtime.
 The :class:`TimerService` keeps the durable timers (sleeps, signal and
 ``all`` deadlines) of every run by absolute wall time, and wakes the run
 through the supervisor when one is due, also for runs whose actor is stopped.
+It waits on the monotonic clock but compares deadlines with the wall clock,
+so it re-checks at least every ``RECHECK`` seconds (and at once when a fake
+clock jumps): a wall-clock step forward past a deadline wakes the sleeper
+within that bound, a step back delays it until the wall clock gets there.
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ from ._log import get_logger
 __all__ = ["AddTimer", "RemoveTimer", "Scheduler", "TimerHandle", "TimerService"]
 
 _log = get_logger("treadle.timers")
+
+RECHECK = 60.0  # seconds: the longest a wall-clock jump goes unnoticed by the TimerService
 
 
 class TimerHandle:
@@ -128,6 +134,10 @@ class TimerService(pykka.ThreadingActor):
         self._heap: list[tuple[float, str, str]] = []
         self._wakeup: TimerHandle | None = None
 
+    def on_start(self) -> None:
+        ref = self.actor_ref
+        self.clock.subscribe(lambda: _safe_tell(ref, _Tick()))  # a fake clock's jump: re-check now
+
     def on_receive(self, message: Any) -> Any:
         if isinstance(message, AddTimer):
             self._due[(message.run_id, message.step)] = message.due
@@ -161,7 +171,7 @@ class TimerService(pykka.ThreadingActor):
             self._wakeup.cancel()
             self._wakeup = None
         if self._heap:
-            delay = min(self._heap[0][0] - self.clock.time(), 3600.0)  # re-checked hourly
+            delay = min(self._heap[0][0] - self.clock.time(), RECHECK)  # a wall-clock jump is seen
             ref = self.actor_ref
             self._wakeup = self.scheduler.call_later(delay, lambda: _safe_tell(ref, _Tick()))
 

@@ -183,6 +183,37 @@ def test_sleep_with_a_fake_clock(box: Any) -> None:
     assert (sleep_step.finished - sleep_step.started) >= timedelta(hours=1)
 
 
+def test_wall_clock_jump_forward_past_the_deadline_fires_the_sleep_once(box: Any) -> None:
+    """RELIABILITY 20: "deadlines stored as absolute wall time". An NTP step forward
+    (wall time moves, monotonic time does not) past the deadline wakes a live sleep."""
+    clock = FakeClock()
+    rt = box.open(clock=clock)
+    handle = rt.start(sleeper, "1h")
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED while sleeping")
+    clock.set(clock.time() + 1800)
+    with pytest.raises(TimeoutError):
+        handle.result(timeout=0.05)
+    clock.set(clock.time() + 3600)
+    assert handle.result(timeout=WAIT) == ["before", "after"]
+    assert [rec.kind for rec in handle.history()].count("sleep") == 1
+
+
+def test_wall_clock_jump_backward_lengthens_the_sleep_to_its_wall_deadline(box: Any) -> None:
+    """RELIABILITY 20: the deadline is a wall time, so a step back of the wall clock
+    delays the wake-up until the wall clock reaches the deadline again."""
+    clock = FakeClock()
+    rt = box.open(clock=clock)
+    handle = rt.start(sleeper, "1h")
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED while sleeping")
+    clock.set(clock.time() - 3600)
+    clock.advance(3600)  # an hour has passed on the monotonic clock, none on the wall
+    with pytest.raises(TimeoutError):
+        handle.result(timeout=0.05)
+    assert handle.status() == RunStatus.SUSPENDED
+    clock.advance(3600)
+    assert handle.result(timeout=WAIT) == ["before", "after"]
+
+
 def test_sleep_until_an_aware_datetime(box: Any) -> None:
     """DESIGN.md: "`ctx.sleep_until(datetime)` | `None`"; "`sleep_until` needs a
     timezone-aware datetime"."""
