@@ -182,3 +182,40 @@ def test_parking_on_changed_code_inside_a_coordinator_leaves_the_journal_untouch
     finally:
         MODE["new"] = False
         GATES[run_id].set()
+
+
+@activity(name=P + "tracked")
+def tracked(i: int, run_id: str) -> int:
+    CALLS.append(f"{run_id}:{i}")
+    if i == 0:
+        raise ValueError("first item fails")
+    if i == 1:
+        assert GATES[run_id].wait(WAIT), "gate never opened"
+    return i
+
+
+@workflow(name=P + "fail_fast_then_return")
+def fail_fast_then_return(ctx: Any) -> Any:
+    try:
+        yield ctx.all([ctx.run(tracked, i, ctx.run_id) for i in range(6)], concurrency=2, fail_fast=True)
+    except ActivityError:
+        return "gave up"
+    return "finished"
+
+
+def test_a_fail_fast_coordinator_starts_no_queued_branch_after_its_run_finished(box: Box) -> None:
+    """DESIGN: fail_fast raises at the first failure; the run then returns. Branches still queued
+    in the rolling pool (2..5) must never start once the run has finished, even when the
+    running sibling (1) settles afterwards and frees a concurrency slot."""
+    run_id = P + "ff-finished"
+    GATES[run_id] = threading.Event()
+    rt = box.open()
+    try:
+        handle = rt.start(fail_fast_then_return, run_id=run_id)
+        assert handle.result(timeout=WAIT) == "gave up"
+    finally:
+        GATES[run_id].set()  # item 1 settles now, after the run finished
+    wait_until(lambda: f"{run_id}:1" in CALLS, message="item 1 to have run")
+    box.shutdown()  # every actor has stopped: nothing can start any more
+    started = sorted(int(call.split(":")[-1]) for call in CALLS if call.startswith(run_id + ":"))
+    assert started == [0, 1], started
