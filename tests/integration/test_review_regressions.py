@@ -219,3 +219,33 @@ def test_a_fail_fast_coordinator_starts_no_queued_branch_after_its_run_finished(
     box.shutdown()  # every actor has stopped: nothing can start any more
     started = sorted(int(call.split(":")[-1]) for call in CALLS if call.startswith(run_id + ":"))
     assert started == [0, 1], started
+
+
+@workflow(name=P + "hold_one")
+def hold_one(ctx: Any) -> Any:
+    return (yield ctx.run(held, ctx.run_id))
+
+
+def test_a_running_step_is_recorded_after_the_run_woke_on_another_actor(rt: Any) -> None:
+    """As above, with the run's old actor taken by another run while it slept, so that it
+    wakes on a different actor: a delay timer still aimed at the old actor never flushes."""
+    run_id, other = P + "lazy-moved", P + "lazy-squatter"
+    GATES[run_id], GATES[other] = threading.Event(), threading.Event()
+    try:
+        handle = rt.start(wait_then_long, run_id=run_id)
+        wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="passivated on its wait")
+        squatter = rt.start(hold_one, run_id=other)  # takes the idle actor the sleeper left
+        wait_until(
+            lambda: ("0", "running") in {(r.step, r.status) for r in squatter.history()},
+            message="the other run to hold its actor",
+        )
+        handle.signal("go", 1)
+        wait_until(
+            lambda: ("2", "running") in {(r.step, r.status) for r in handle.history()},
+            message="step 2 recorded as running while its activity is held",
+        )
+    finally:
+        GATES[run_id].set()
+        GATES[other].set()
+    assert handle.result(timeout=WAIT) == 2
+    assert squatter.result(timeout=WAIT) == 2
