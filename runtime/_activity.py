@@ -116,10 +116,15 @@ class ActivityNode(Node):
             )
         else:
             assert msg.error is not None
-            self._attempt_failed(msg.error, msg.original, final=msg.final)
+            self._attempt_failed(msg.error, msg.original, final=msg.final, lineage=msg.lineage)
 
     def _attempt_failed(
-        self, error: BaseException, original: BaseException | None, *, final: bool = False
+        self,
+        error: BaseException,
+        original: BaseException | None,
+        *,
+        final: bool = False,
+        lineage: tuple[str, ...] = (),
     ) -> None:
         policy = None if final else self.op.retry
         cause = original if original is not None else error
@@ -128,12 +133,13 @@ class ActivityNode(Node):
             and self.context.cancelled.is_set()
             and not isinstance(error, ActivityTimeoutError)
         )
-        if (
-            policy is not None
-            and isinstance(cause, Exception)
-            and not cancelled
-            and policy.retries(cause, self.attempt)
-        ):
+        if policy is None or cancelled:
+            retry = False
+        elif lineage:  # raised in another process, and only its class names came back
+            retry = "builtins.Exception" in lineage and policy.retries_named(lineage, self.attempt)
+        else:
+            retry = isinstance(cause, Exception) and policy.retries(cause, self.attempt)
+        if policy is not None and retry:
             delay = policy.delay(self.attempt)
             self.driver.log.info(
                 "activity attempt failed; retrying", step=self.step, attempt=self.attempt, delay=delay

@@ -42,7 +42,8 @@ class BranchActor(pykka.ThreadingActor):
         while task is not None:
             if task.wanted():
                 outcome = executors.run(task)
-                task.deliver(outcome)
+                if outcome is not None:
+                    task.deliver(outcome)
             task = self.pool.next_task(self.actor_ref)  # type: ignore[assignment]
         return None
 

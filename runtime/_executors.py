@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._errors import ExecutorUnavailableError
 from ._registry import EXECUTOR_KINDS, executor_kind
+from ._remote import failed
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -29,8 +30,10 @@ __all__ = ["Executor", "Executors", "ThreadExecutor", "make_executor"]
 class Executor(ABC):
     """Runs one activity attempt at a time per calling branch actor.
 
-    ``run`` is called in a branch actor's thread, may block until the attempt
-    ends, and never raises: every failure is a failed ``ActivityDone``.
+    ``run`` is called in a branch actor's thread and may block until the
+    attempt ends. It returns the attempt's outcome, or ``None`` when the
+    attempt was superseded (timed out and retried) before it could start.
+    It should not raise; if it does, the attempt fails with that error.
     """
 
     kind: ClassVar[str]
@@ -39,7 +42,7 @@ class Executor(ABC):
         """Connect or warm up; called when a runtime opens with this executor configured."""
 
     @abstractmethod
-    def run(self, task: ActivityTask) -> ActivityDone: ...
+    def run(self, task: ActivityTask) -> ActivityDone | None: ...
 
     def shutdown(self) -> None:  # noqa: B027  (optional hook)
         """Release workers and connections; called when the runtime closes."""
@@ -123,18 +126,16 @@ class Executors:
                 self._by_kind[kind] = found
         return found
 
-    def run(self, task: ActivityTask) -> ActivityDone:
+    def run(self, task: ActivityTask) -> ActivityDone | None:
         try:
             executor = self.for_activity(task.definition)
         except Exception as exc:  # Ray missing or unreachable: this attempt fails, retry policy applies
-            from ._errors import ActivityError
-            from ._messages import ActivityDone
-
             error = exc if isinstance(exc, ExecutorUnavailableError) else _unavailable(task, exc)
-            return ActivityDone(
-                task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error
-            )
-        return executor.run(task)
+            return failed(task, error)
+        try:
+            return executor.run(task)
+        except BaseException as exc:  # a broken executor fails the attempt, never the branch actor
+            return failed(task, exc)
 
     def shutdown(self) -> None:
         with self._lock:

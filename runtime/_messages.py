@@ -43,6 +43,7 @@ class ActivityDone:
     error: BaseException | None = None
     original: BaseException | None = None
     final: bool = False  # no retry can change it (arguments the codec refuses, say)
+    lineage: tuple[str, ...] = ()  # the error's class names when ``original`` could not cross
 
 
 @dataclass(slots=True)

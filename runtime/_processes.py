@@ -9,7 +9,10 @@ replaced on demand, so one crash never fails a sibling branch, which a
 ``concurrent.futures`` pool (``BrokenProcessPool``) would do.
 
 Workers start with ``forkserver`` on Linux: never ``fork`` from a process
-whose other threads may hold locks (LMDB, logging, pykka).
+whose other threads may hold locks (LMDB, logging, pykka). A new worker says
+it is ready before it is used, so a worker that cannot start (a script
+without an ``if __name__ == "__main__":`` guard, say) fails the attempt with
+a message that says so.
 """
 
 from __future__ import annotations
@@ -23,14 +26,18 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
+from ._errors import ExecutorUnavailableError
 from ._executors import Executor
-from ._remote import Refused, execute, lost, outcome, prepare
+from ._remote import Refused, execute, failed, lost, outcome, prepare
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
     from ._messages import ActivityDone
 
 __all__ = ["ProcessExecutor"]
+
+START_TIMEOUT = 60.0  # seconds a new worker may take to import what it needs and say it is ready
+_READY = b"ready"
 
 
 class _SharedFlag(threading.Event):
@@ -69,6 +76,10 @@ def worker_main(conn: Connection, byte: Any) -> None:
     """A worker process: answer calls until the parent closes the pipe or dies."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     flag = _SharedFlag(byte)
+    try:
+        conn.send_bytes(_READY)
+    except (BrokenPipeError, OSError):
+        return
     while True:
         try:
             data = conn.recv_bytes()
@@ -79,6 +90,10 @@ def worker_main(conn: Connection, byte: Any) -> None:
             conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
         except (BrokenPipeError, OSError):
             return
+
+
+class _StartFailed(Exception):
+    pass
 
 
 class _Worker:
@@ -142,21 +157,25 @@ class ProcessExecutor(Executor):
         return f"ProcessExecutor(workers={self.workers}, start_method={self.start_method!r})"
 
     def start(self) -> None:
-        if self.start_method == "forkserver":
-            # workers fork from a server that has treadle (and the main script) imported already
-            self._context.set_forkserver_preload(["treadle.runtime._processes"])
+        with self._cond:
+            self._closed = False  # the same instance may serve the runtime again after a restart
 
-    def run(self, task: ActivityTask) -> ActivityDone:
+    def run(self, task: ActivityTask) -> ActivityDone | None:
         try:
             call = prepare(task, by_name=True)
         except Refused as refusal:
             return refusal.done
         try:
             worker = self._checkout()
+        except _StartFailed as exc:
+            return failed(task, ExecutorUnavailableError(self.kind, str(exc)))
         except Exception as exc:
             return lost(task, self.kind, f"could not start a worker process: {type(exc).__name__}: {exc}")
         if worker is None:
             return lost(task, self.kind, "the runtime is shutting down")
+        if not task.wanted():  # it timed out and was retried while it waited for a worker
+            self._checkin(worker)
+            return None
         cancelled = task.context.cancelled
         worker.current = task
         worker.byte.value = 0
@@ -188,8 +207,13 @@ class ProcessExecutor(Executor):
             while True:
                 if self._closed:
                     return None
-                if self._idle:
-                    return self._idle.popleft()
+                while self._idle:
+                    worker = self._idle.popleft()
+                    if worker.process.is_alive():
+                        return worker
+                    self._all.discard(worker)  # it died while idle: replace it, fail nobody
+                    self.lost += 1
+                    worker.conn.close()
                 if len(self._all) < self.workers:
                     break
                 self._cond.wait()
@@ -218,7 +242,22 @@ class ProcessExecutor(Executor):
         )
         process.start()
         child.close()
-        self.spawned += 1
+        with self._cond:
+            self.spawned += 1
+        try:
+            ready = parent.poll(START_TIMEOUT) and parent.recv_bytes() == _READY
+        except (EOFError, OSError):
+            ready = False
+        if not ready:
+            if process.is_alive():
+                process.kill()
+            process.join(timeout=5)
+            parent.close()
+            raise _StartFailed(
+                f"a worker process could not start (exit code {process.exitcode}; its error is on the "
+                "runtime's stderr). A worker imports the main script: it needs an "
+                '`if __name__ == "__main__":` guard, and the activity\'s module must import cleanly'
+            )
         return _Worker(process, parent, byte)
 
     def _checkin(self, worker: _Worker) -> None:

@@ -16,16 +16,17 @@ attempt keeps running, as it does on threads.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ActivityError, CancelledError, ExecutorUnavailableError
+from ._errors import CancelledError, ExecutorUnavailableError
 from ._executors import Executor
 from ._messages import ActivityDone
-from ._remote import Refused, RemoteCall, Reply, execute, lost, outcome, prepare
+from ._remote import Refused, RemoteCall, Reply, execute, failed, lost, outcome, prepare
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -33,6 +34,30 @@ if TYPE_CHECKING:
 __all__ = ["RayExecutor"]
 
 _POLL = 0.05  # how stale a remote task's view of its cancel flag may be, in seconds
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LOST = (  # Ray's errors for a task whose worker, node or result went away
+    "WorkerCrashedError",
+    "NodeDiedError",
+    "LocalRayletDiedError",
+    "ObjectLostError",
+    "OwnerDiedError",
+    "ObjectReconstructionFailedError",
+    "OutOfMemoryError",
+    "RaySystemError",
+)
+
+
+class _Session:
+    """The Ray connection treadle's executors share in this process.
+
+    Ray is one connection per process: the first executor that had to start
+    (or join) it owns it, and it is shut down when the last executor using
+    it closes, never under another runtime's feet.
+    """
+
+    lock = threading.Lock()
+    users = 0
+    started_by_us = False
 
 
 class _Flags:
@@ -133,7 +158,6 @@ class RayExecutor(Executor):
         self.init = dict(init or {})
         self._lock = threading.Lock()
         self._started = False
-        self._owns_ray = False
         self._task: Any = None
         self._flags: Any = None
         self._ray: Any = None
@@ -151,11 +175,13 @@ class RayExecutor(Executor):
                 raise ExecutorUnavailableError(
                     "ray", f"Ray is not installed ({exc}); pip install 'treadle[ray]'"
                 ) from None
-            if not ray.is_initialized():
-                options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
-                options.update(self.init)
-                ray.init(address=self.address, **options)
-                self._owns_ray = True
+            with _Session.lock:
+                if not ray.is_initialized():
+                    options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
+                    options.update(self.init)
+                    ray.init(address=self.address, **options)
+                    _Session.started_by_us = True
+                _Session.users += 1
             self._ray = ray
             self._task = ray.remote(_ray_entry).options(
                 max_retries=0, retry_exceptions=False, num_cpus=self.num_cpus
@@ -163,7 +189,7 @@ class RayExecutor(Executor):
             self._flags = ray.remote(_Flags).options(num_cpus=0).remote()
             self._started = True
 
-    def run(self, task: ActivityTask) -> ActivityDone:
+    def run(self, task: ActivityTask) -> ActivityDone | None:
         try:
             self.start()
             call = prepare(task, by_name=False)
@@ -171,23 +197,30 @@ class RayExecutor(Executor):
             return refusal.done
         except Exception as exc:
             return lost(task, self.kind, f"could not reach Ray: {type(exc).__name__}: {exc}")
-        ray = self._ray
+        ray, flags = self._ray, self._flags
+        if not ray.is_initialized() or flags is None:  # never let a stale handle start a new Ray
+            return failed(task, ExecutorUnavailableError("ray", "Ray was shut down in this process"))
         token = uuid.uuid4().hex
-        flagged = threading.Event()
+        guard = threading.Lock()
+        state = {"flagged": False, "over": False}
         ref: Any = None
 
         def listener() -> None:
-            flagged.set()
+            with guard:
+                if state["over"]:
+                    return
+                state["flagged"] = True
             try:
-                self._flags.set.remote(token)
+                done = flags.set.remote(token)
                 if self.cancel_tasks and ref is not None:
+                    ray.get(done, timeout=10)  # the task must find its flag set once interrupted
                     ray.cancel(ref)
             except Exception:  # Ray going away: the attempt's own wait reports it
                 pass
 
         cancelled = task.context.cancelled
         try:
-            ref = self._task.remote(call, self._flags, token)
+            ref = self._task.remote(call, flags, token)
         except Exception as exc:
             return lost(task, self.kind, f"could not submit the task: {type(exc).__name__}: {exc}")
         add = getattr(cancelled, "add_listener", None)
@@ -198,39 +231,53 @@ class RayExecutor(Executor):
         try:
             reply = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
-            error = CancelledError("the Ray task was cancelled (RayExecutor(cancel_tasks=True))")
-            return ActivityDone(
-                task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error
-            )
+            return failed(task, CancelledError("the Ray task was cancelled before it started"))
+        except ray.exceptions.RayTaskError as exc:  # raised outside the activity (unpickling it, say)
+            cause = getattr(exc, "cause", None)
+            if type(exc).__name__.startswith("RayTaskError") and isinstance(cause, Exception):
+                return failed(task, cause)
+            return lost(task, self.kind, _describe(exc))
         except ray.exceptions.RayError as exc:
-            return lost(task, self.kind, f"{type(exc).__name__}: {_first_line(exc)}")
+            return lost(task, self.kind, _describe(exc))
         finally:
             remove = getattr(cancelled, "remove_listener", None)
             if remove is not None:
                 remove(listener)
-            if flagged.is_set():
+            with guard:
+                state["over"] = True
+                flagged = state["flagged"]
+            if flagged:
                 try:
-                    self._flags.clear.remote(token)
+                    flags.clear.remote(token)
                 except Exception:
                     pass
         return outcome(task, reply)
 
     def shutdown(self) -> None:
         with self._lock:
-            owns, self._owns_ray = self._owns_ray, False
+            started, self._started = self._started, False
             flags, self._flags = self._flags, None
-            self._started = False
-        if self._ray is None:
+        ray = self._ray
+        if not started or ray is None:
             return
-        if owns:
-            self._ray.shutdown()
-        elif flags is not None:
-            try:  # a Ray this runtime did not start goes on: leave no flag actor behind in it
-                self._ray.kill(flags)
-            except Exception:
-                pass
+        with _Session.lock:
+            _Session.users -= 1
+            last = _Session.users == 0 and _Session.started_by_us
+            if last:
+                _Session.started_by_us = False
+            if flags is not None and ray.is_initialized():
+                try:  # leave no flag actor behind in a Ray that goes on
+                    ray.kill(flags)
+                except Exception:
+                    pass
+            if last:
+                ray.shutdown()
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+def _describe(exc: BaseException) -> str:
+    """Ray's error, named, without its terminal colours, its cause kept."""
+    text = _ANSI.sub("", str(exc)).strip()
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    kind = type(exc).__name__
+    tag = " (worker or node lost)" if any(name in kind for name in _LOST) else ""
+    return f"{kind}{tag}: {' / '.join(lines[:3]) if lines else kind}"

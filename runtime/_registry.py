@@ -93,6 +93,14 @@ class Retry:
             return False
         return error is None or not isinstance(error, self.non_retryable)
 
+    def retries_named(self, lineage: tuple[str, ...], failed_attempt: int) -> bool:
+        """:meth:`retries` for an error known by its classes' ``module.QualName`` only
+        (it was raised in a worker process and could not be rebuilt here)."""
+        if failed_attempt >= self.attempts:
+            return False
+        names = {f"{cls.__module__}.{cls.__qualname__}" for cls in self.non_retryable}
+        return names.isdisjoint(lineage)
+
 
 class CancelFlag(threading.Event):
     """``ActivityContext.cancelled``: an event that also tells listeners when it is set.

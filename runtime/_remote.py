@@ -22,17 +22,22 @@ from typing import TYPE_CHECKING, Any
 from treadle.storage import PayloadTooLargeError, SerializationError, decode, encode, pack, unpack
 
 from . import _records  # noqa: F401  (registers ActivityError & co. with the codec in a worker)
-from ._errors import ActivityError, WorkerLostError
+from ._errors import ActivityError, CancelledError, WorkerLostError
 from ._messages import ActivityDone
 from ._registry import ActivityContext, not_importable
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
 
-__all__ = ["RemoteCall", "Reply", "execute", "lost", "outcome", "prepare", "refused", "resolve"]
+__all__ = ["RemoteCall", "Reply", "execute", "failed", "lost", "outcome", "prepare", "refused", "resolve"]
 
 Reply = tuple[Any, ...]
-"""``("ok", packed_result)`` or ``("error", packed ActivityError, pickled original or None)``."""
+"""``("ok", packed_result)`` or ``("error", packed ActivityError, pickled original or None, lineage)``.
+
+``lineage`` names the error's classes (``module.QualName``, most derived
+first), so that ``Retry(non_retryable=...)`` can still match an error whose
+original could not be pickled back.
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +62,16 @@ class Refused(Exception):
         self.done = done
 
 
+def failed(task: ActivityTask, error: BaseException, *, final: bool = False) -> ActivityDone:
+    """A failed outcome of ``task`` with ``error``; ``final``: no retry can change it."""
+    return ActivityDone(
+        task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error, final=final
+    )
+
+
 def refused(task: ActivityTask, error: BaseException) -> ActivityDone:
     """A failed outcome that no retry can change (the same attempt would fail again)."""
-    return ActivityDone(
-        task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error, final=True
-    )
+    return failed(task, error, final=True)
 
 
 def prepare(task: ActivityTask, *, by_name: bool) -> RemoteCall:
@@ -81,6 +91,8 @@ def prepare(task: ActivityTask, *, by_name: bool) -> RemoteCall:
     try:
         args, _ = encode(list(task.args), where, root="args", limit=task.limit)
     except (SerializationError, PayloadTooLargeError) as exc:
+        raise Refused(refused(task, exc)) from None
+    except Exception as exc:  # RecursionError on a deeply nested value, say: the same every time
         raise Refused(refused(task, exc)) from None
     context = task.context
     return RemoteCall(
@@ -128,13 +140,23 @@ def execute(call: RemoteCall, cancelled: threading.Event) -> Reply:
             )
         result = function(*args, **kwargs)
         packed, _ = encode(result, f"step {call.step}", root="result", limit=call.limit)
+    except KeyboardInterrupt as exc:
+        if cancelled.is_set():  # ray.cancel interrupts a running task this way
+            return _error_reply(CancelledError("the attempt was interrupted after it was cancelled"))
+        return _error_reply(exc)
     except BaseException as exc:  # SystemExit too: the worker must answer
         return _error_reply(exc)
     return ("ok", packed)
 
 
+def _public(name: str) -> str:
+    """A class name as the runtime's process knows it: a worker imports the main script as ``__mp_main__``."""
+    return "__main__" + name[len("__mp_main__") :] if name.startswith("__mp_main__.") else name
+
+
 def _error_reply(exc: BaseException) -> Reply:
     error = ActivityError.from_exception(exc)
+    error.type = _public(error.type)
     original: bytes | None
     try:
         original = pickle.dumps(exc)
@@ -142,7 +164,8 @@ def _error_reply(exc: BaseException) -> Reply:
     except Exception:
         original = None
     error.__cause__ = None
-    return ("error", pack(error), original)
+    lineage = [_public(f"{cls.__module__}.{cls.__qualname__}") for cls in type(exc).__mro__]
+    return ("error", pack(error), original, lineage)
 
 
 def outcome(task: ActivityTask, reply: Reply) -> ActivityDone:
@@ -159,10 +182,10 @@ def outcome(task: ActivityTask, reply: Reply) -> ActivityDone:
             original = None
     if original is not None:
         error.__cause__ = original
-    return ActivityDone(task.node, task.attempt, False, error=error, original=original)
+    lineage = tuple(reply[3]) if len(reply) > 3 and original is None else ()
+    return ActivityDone(task.node, task.attempt, False, error=error, original=original, lineage=lineage)
 
 
 def lost(task: ActivityTask, executor: str, detail: str) -> ActivityDone:
     """The attempt's worker died: a failed attempt, retried as the policy says."""
-    exc = WorkerLostError(executor, detail)
-    return ActivityDone(task.node, task.attempt, False, error=ActivityError.from_exception(exc), original=exc)
+    return failed(task, WorkerLostError(executor, detail))

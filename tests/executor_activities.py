@@ -137,3 +137,24 @@ def race(ctx: Any, folder: str, cancel_losers: bool) -> Any:
 @workflow(name="ex.one")
 def one(ctx: Any, name: str, *args: Any) -> Any:
     return (yield ctx.run(name, *args))
+
+
+class CodeError(Exception):
+    """Does not survive pickling (its __init__ takes two arguments), so only its name crosses."""
+
+    def __init__(self, code: int, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+
+
+@activity(name="ex.fail_coded")
+def fail_coded() -> None:
+    raise CodeError(409, "conflict")
+
+
+@activity(name="ex.numbered_gate")
+def numbered_gate(folder: str, ctx: ActivityContext) -> int:
+    """Mark ``attempt.N`` and hold until ``open.gate`` exists (bounded)."""
+    touch(folder, f"attempt.{ctx.attempt}", str(os.getpid()))
+    _wait_for(Path(folder) / "open.gate")
+    return ctx.attempt

@@ -48,6 +48,15 @@ def non_retryable(ctx: Any) -> Any:
     return None
 
 
+@workflow(name="ex.coded_non_retryable")
+def coded_non_retryable(ctx: Any) -> Any:
+    try:
+        yield ctx.run(acts.fail_coded, retry=Retry(attempts=3, initial=0.01, non_retryable=(acts.CodeError,)))
+    except ActivityError as exc:
+        return [exc.type, exc.message]
+    return None
+
+
 def input_order(rt: Runtime, remote: bool) -> None:
     """Results come back in input order whatever order the branches finish in."""
     result = rt.start(acts.fan_out, 6).result(timeout=RESULT)
@@ -121,3 +130,10 @@ def cancel_reaches_activity(rt: Runtime, folder: Path) -> None:
     assert handle.cancel()
     wait_until(lambda: (folder / "cancel-seen.cancelme").exists(), RESULT, "the flag to reach the activity")
     wait_until(lambda: handle.status() == RunStatus.CANCELLED, RESULT, "the run to end cancelled")
+
+
+def unpicklable_error_class_crosses(rt: Runtime) -> None:
+    """An error that cannot be pickled back still matches Retry(non_retryable=) by its class name."""
+    handle = rt.start(coded_non_retryable)
+    assert handle.result(timeout=RESULT) == ["tests.executor_activities.CodeError", "409: conflict"]
+    assert [rec.attempt for rec in handle.history() if rec.step == "0"] == [1]

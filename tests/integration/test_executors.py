@@ -9,6 +9,9 @@ configuration is refused with a typed error before anything is written.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +33,7 @@ from treadle.runtime import (
     workflow,
 )
 
+ROOT = Path(__file__).resolve().parents[2]
 EXECUTORS: dict[str, Callable[[], Executor]] = {
     "threads": ThreadExecutor,
     "processes": lambda: ProcessExecutor(workers=2),
@@ -81,6 +85,10 @@ def test_retry_policy_sees_the_original_error_class(any_rt: tuple[Runtime, str])
 
 def test_cancel_sets_the_flag_where_the_activity_runs(any_rt: tuple[Runtime, str], folder: Path) -> None:
     cases.cancel_reaches_activity(any_rt[0], folder)
+
+
+def test_an_error_that_cannot_be_pickled_is_matched_by_class_name(any_rt: tuple[Runtime, str]) -> None:
+    cases.unpicklable_error_class_crosses(any_rt[0])
 
 
 # -- worker processes -----------------------------------------------------------------
@@ -269,3 +277,94 @@ def test_bad_executor_configuration_is_refused_before_the_store_is_made(
 def test_bad_executor_arguments_are_refused(make: Callable[[], Any], match: str) -> None:
     with pytest.raises((TypeError, ValueError), match=match):
         make()
+
+
+# -- found by review: each of these once failed ----------------------------------------
+
+
+@workflow(name="ex.deep_args")
+def deep_args(ctx: Any) -> Any:
+    value: list[Any] = []
+    for _ in range(50_000):
+        value = [value]
+    try:
+        yield ctx.run(acts.echo, value)
+    except ActivityError as exc:
+        return exc.type
+    return None
+
+
+def test_an_argument_the_codec_chokes_on_fails_the_step_and_never_hangs_the_run(
+    proc: tuple[Runtime, ProcessExecutor],
+) -> None:
+    """A RecursionError while packing arguments used to kill the branch actor: no outcome, ever."""
+    rt, _ = proc
+    assert rt.start(deep_args).result(timeout=30) == "builtins.RecursionError"
+    assert rt.start(acts.one, "ex.echo", 1).result(timeout=30) == [1, "int"]  # the pool still works
+
+
+def test_a_worker_that_died_while_idle_fails_no_attempt(proc: tuple[Runtime, ProcessExecutor]) -> None:
+    rt, executor = proc
+    pids = {pid for _, pid in rt.start(acts.fan_out, 2).result(timeout=30)}
+    victim = next(iter(pids))
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: not _alive(victim), 10, "the idle worker to die")
+    result = rt.start(acts.fan_out, 4).result(timeout=30)  # no retry policy: any WorkerLostError fails it
+    assert [i for i, _ in result] == [0, 1, 2, 3]
+    assert victim not in {pid for _, pid in result}
+    assert executor.lost == 1
+
+
+def test_the_same_process_executor_serves_the_runtime_again_after_a_restart(box: Box) -> None:
+    executor = ProcessExecutor(workers=1)
+    rt = box.open(executor=executor)
+    assert rt.start(acts.fan_out, 1).result(timeout=30)[0][0] == 0
+    rt = box.restart(executor=executor)
+    assert rt.start(acts.fan_out, 1).result(timeout=30)[0][0] == 0
+
+
+@workflow(name="ex.retried_while_waiting")
+def retried_while_waiting(ctx: Any, folder: str) -> Any:
+    try:
+        yield ctx.run(acts.numbered_gate, folder, timeout=0.2, retry=Retry(attempts=3, initial=0.01))
+    except ActivityError as exc:
+        return exc.type
+    return None
+
+
+def test_an_attempt_retried_while_it_waited_for_a_worker_never_runs(box: Box, folder: Path) -> None:
+    """workers=1, held by another run: attempts 1 and 2 time out in the queue and are retried;
+    once the worker frees, the superseded attempts are dropped, only the last one may run."""
+    executor = ProcessExecutor(workers=1)
+    rt = box.open(executor=executor)
+    hog = rt.start(acts.one, "ex.gate", str(folder), "hog")
+    wait_until(lambda: (folder / "started.hog").exists(), 30, "the hog to hold the only worker")
+    handle = rt.start(retried_while_waiting, str(folder))
+    assert handle.result(timeout=30) == "treadle.runtime.ActivityTimeoutError"
+    acts.touch(str(folder), "open.hog")
+    acts.touch(str(folder), "open.gate")
+    assert hog.result(timeout=30) == "opened"
+    wait_until(lambda: rt._pool.stats()[1] == 0, 30, "every branch actor to be done")
+    assert not (folder / "attempt.1").exists() and not (folder / "attempt.2").exists()
+    assert (folder / "attempt.3").exists()  # abandoned, not dropped: like a race loser
+
+
+NO_GUARD = """
+import sys
+sys.path.insert(0, {root!r})
+from tests import executor_activities as acts
+from treadle.runtime import Runtime
+
+rt = Runtime({store!r}, executor="processes")  # no __main__ guard: a worker re-runs this
+print("RESULT", rt.start(acts.one, "ex.echo", 1).result(timeout=60))
+"""
+
+
+def test_a_script_without_a_main_guard_gets_a_clear_error(tmp_path: Path) -> None:
+    script = tmp_path / "no_guard.py"
+    script.write_text(NO_GUARD.format(root=str(ROOT), store=str(tmp_path / "store")))
+    proc = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=90, check=False, cwd=tmp_path
+    )
+    assert "a worker process could not start" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    assert "__main__" in proc.stdout + proc.stderr
