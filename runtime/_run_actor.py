@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pykka
 
-from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
+from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, WriteLane, WriteRequest, run_key
 
 from ._activity import ActivityTask
 from ._branch import BranchPool
@@ -92,7 +93,7 @@ class Services:
     """What every run actor shares."""
 
     store: Store
-    writer: pykka.ActorRef[StoreWriter]
+    writer: WriteLane
     pool: BranchPool
     scheduler: Scheduler
     timers: pykka.ActorRef[TimerService]
@@ -120,18 +121,26 @@ class RunPort:
         self.clock = services.clock
         self.max_payload = services.max_payload
         self.log = services.log
+        # Acks of batches this run's own thread committed inline: the actor handles them
+        # right after its flush instead of telling them to itself.
+        self.local_acks: deque[Committed] = deque()
 
     def submit(self, ops: Sequence[Op], batch: int | None, lazy: bool) -> None:
         ack = None
         if batch is not None:
             ref = self.ref
-
             owner = self.owner
+            local = self.local_acks
+            thread = threading.get_ident()  # submit runs on the run actor's thread
 
             def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
-                safe_tell(ref, Committed(batch, error, owner))
+                message = Committed(batch, error, owner)
+                if threading.get_ident() == thread:
+                    local.append(message)  # committed inline, by the submitting thread
+                else:
+                    safe_tell(ref, message)
 
-        self.services.writer.tell(WriteRequest(ops, ack, lazy))
+        self.services.writer.submit(WriteRequest(ops, ack, lazy))
 
     def dispatch(self, task: ActivityTask) -> None:
         ref = self.ref
@@ -263,6 +272,12 @@ class RunActor(pykka.ThreadingActor):
         driver = self.driver
         assert driver is not None
         driver.flush()
+        # A batch the writer lane committed on this thread (it was idle) is durable already:
+        # handle its ack now; what that dispatches or records is flushed in turn.
+        acks = driver.port.local_acks
+        while acks:
+            driver.handle(acks.popleft())
+            driver.flush()
         if driver.idle:
             safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
 
@@ -286,7 +301,7 @@ class RunActor(pykka.ThreadingActor):
             services.completions.notify(run_id)
             safe_tell(services.supervisor, RunEnded(run_id, "parked", parked))
 
-        services.writer.tell(WriteRequest([Op("runs", run_key(run_id), parked)], ack))
+        services.writer.submit(WriteRequest([Op("runs", run_key(run_id), parked)], ack))
 
     def _crash(self, exc: BaseException) -> None:
         if isinstance(exc, JournalCorruptionError):

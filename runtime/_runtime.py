@@ -14,7 +14,7 @@ from treadle.storage import (
     DEFAULT_MAX_PAYLOAD,
     LmdbStore,
     Store,
-    StoreWriter,
+    WriteLane,
     decode,
     encode,
     journal_prefix,
@@ -141,7 +141,7 @@ class Runtime:
     def _start(self, max_branch_actors: int) -> None:
         log = get_logger("treadle.runtime")
         self._scheduler = Scheduler(self.clock)
-        self._writer = StoreWriter.start(self.store)
+        self._writer = WriteLane.start(self.store)
         self._pool = BranchPool(max_branch_actors)
         holder: dict[str, Any] = {}
 
@@ -288,8 +288,10 @@ class Runtime:
             pool.shutdown()
         writer = getattr(self, "_writer", None)
         if writer is not None:
+            writer.close()  # no inline commit may start once the store is closing
             try:
-                writer.stop(block=True, timeout=10)
+                assert writer.ref is not None
+                writer.ref.stop(block=True, timeout=10)
             except Exception:
                 pass
         if self._scheduler is not None:

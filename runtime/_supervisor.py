@@ -152,6 +152,11 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- creating runs -----------------------------------------------------------------
 
+    def _write(self, request: WriteRequest) -> None:
+        # Never inline: the supervisor serves every run, so it must not wait out an fsync;
+        # its writes go through the writer's group commit and come back as acks.
+        self.services.writer.submit(request, inline=False)
+
     def _existing(self, run_id: str) -> dict[str, Any] | None:
         return self.store.get("runs", run_key(run_id))
 
@@ -182,7 +187,7 @@ class Supervisor(pykka.ThreadingActor):
             pending.done(error)
             safe_tell(me, _Created(message.run_id, error))
 
-        self.services.writer.tell(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
+        self._write(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
         return ("created", pending, None)
 
     def on_created(self, message: _Created) -> None:
@@ -399,7 +404,7 @@ class Supervisor(pykka.ThreadingActor):
                 crash_point("after_signal_persist")
             safe_tell(me, _SignalStored(message.run_id, message.name))
 
-        self.services.writer.tell(WriteRequest(ops, ack))
+        self._write(WriteRequest(ops, ack))
         return ("sent", pending)
 
     def _next_seq(self, run_id: str) -> int:
@@ -464,13 +469,11 @@ class Supervisor(pykka.ThreadingActor):
                 pending.done(error)
                 completions.notify(run_id)
 
-            self.services.writer.tell(WriteRequest(ops, parked_ack))
+            self._write(WriteRequest(ops, parked_ack))
             return ("sent", pending)
         if entry is not None:
             entry.cancel_requested = True
-        self.services.writer.tell(
-            WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack)
-        )
+        self._write(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
         return ("sent", pending)
 
     def on_cancel(self, message: Cancel) -> bool:

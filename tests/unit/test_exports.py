@@ -67,6 +67,7 @@ STORAGE_ALL = [
     "StoreLockedError",
     "StoreWriter",
     "TreadleError",
+    "WriteLane",
     "WriteRequest",
     "crash_point",
     "decode",
