@@ -256,10 +256,13 @@ class RunActor(pykka.ThreadingActor):
         try:
             driver = message.driver
             if driver is None:
-                record = self.services.store.get("runs", run_key(message.run_id))
+                record = message.record
                 if record is None:
-                    raise LookupError(f"run {message.run_id} has no record")
+                    record = self.services.store.get("runs", run_key(message.run_id))
+                    if record is None:
+                        raise LookupError(f"run {message.run_id} has no record")
                 driver = RunDriver(RunPort(self.services, message.run_id), record)
+                driver.fresh = message.record is not None
             driver.port.ref = self.actor_ref
             self.driver = driver
             if not driver.begun:
@@ -320,7 +323,12 @@ class RunActor(pykka.ThreadingActor):
 
 @dataclass(slots=True)
 class Host:
-    """Drive run ``run_id`` (its dormant ``driver``, or a replay when ``None``)."""
+    """Drive run ``run_id`` (its dormant ``driver``, or a replay when ``None``).
+
+    ``record`` comes with a run the supervisor has just created: its record, durable, and
+    no journal yet (the run record is a run's first write), so neither is read back.
+    """
 
     run_id: str
     driver: RunDriver | None
+    record: dict[str, Any] | None = None

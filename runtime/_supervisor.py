@@ -83,6 +83,7 @@ class Entry:
     parent: tuple[str, str] | None = None
     watchers: list[tuple[str, str]] = field(default_factory=list)
     cancel_requested: bool = False
+    record: dict[str, Any] | None = None  # a run just created: its record, until its first activation
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -178,7 +179,7 @@ class Supervisor(pykka.ThreadingActor):
             "up": now,
             "parent": list(message.parent) if message.parent else None,
         }
-        entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent)
+        entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent, record=record)
         self.entries[message.run_id] = entry
         pending = Pending()
         me = self.actor_ref
@@ -248,8 +249,9 @@ class Supervisor(pykka.ThreadingActor):
             host = RunActor.start(self.services)
         entry.ref = host
         entry.status = RunStatus.RUNNING
-        safe_tell(host, Host(entry.run_id, entry.driver))
+        safe_tell(host, Host(entry.run_id, entry.driver, entry.record))
         entry.driver = None  # the host owns it now
+        entry.record = None
 
     def _release_host(self, ref: pykka.ActorRef[RunActor] | None) -> None:
         """A run left this actor (passivated or finished): keep it for the next run."""
