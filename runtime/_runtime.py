@@ -199,9 +199,10 @@ class Runtime:
         definition = self.registry.workflow(workflow)
         run_id = uuid.uuid4().hex if run_id is None else _check_run_id(run_id)
         packed, _ = encode(list(args), f"start of {definition.name}", root="args", limit=self.max_payload)
-        kind, info, stored_args = self._supervisor.ask(
-            CreateRun(run_id, definition.name, packed), timeout=_ASK_TIMEOUT
-        )
+        # One wait: the reply comes once the new run is durable (or at once if it exists).
+        reply = Pending()
+        self._supervisor.tell(CreateRun(run_id, definition.name, packed, reply=reply))
+        kind, info, stored_args = reply.wait(_ASK_TIMEOUT)
         if kind == "exists":
             if info != definition.name:
                 raise ValueError(
@@ -211,9 +212,6 @@ class Runtime:
                 self._services.log.info(
                     "start of an existing run: the new arguments are ignored", run_id=run_id
                 )
-            return RunHandle(self, run_id)
-        assert isinstance(info, Pending)
-        info.wait(_ASK_TIMEOUT)
         return RunHandle(self, run_id)
 
     def get(self, run_id: str) -> RunHandle:

@@ -142,6 +142,15 @@ class Supervisor(pykka.ThreadingActor):
     # -- dispatch -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, CreateRun) and message.reply is not None:
+            # Told, not asked: an error must reach the caller, not stop this actor.
+            try:
+                if self.closing:
+                    raise RuntimeError("the runtime is shutting down")
+                self.on_create(message)
+            except Exception as exc:
+                message.reply.done(exc)
+            return None
         if self.closing and not isinstance(message, Shutdown):
             if isinstance(message, (CreateRun, SendSignal, RequestCancel, StartRun, Signal, Cancel)):
                 raise RuntimeError("the runtime is shutting down")
@@ -162,11 +171,16 @@ class Supervisor(pykka.ThreadingActor):
         return self.store.get("runs", run_key(run_id))
 
     def on_create(self, message: CreateRun) -> tuple[str, Any, Any]:
+        reply = message.reply
         entry = self.entries.get(message.run_id)
         if entry is not None:
+            if reply is not None:
+                reply.done(None, ("exists", entry.workflow, None))
             return ("exists", entry.workflow, None)
         record = self._existing(message.run_id)
         if record is not None:
+            if reply is not None:
+                reply.done(None, ("exists", record["wf"], record.get("args")))
             return ("exists", record["wf"], record.get("args"))
         now = self.services.clock.time()
         record = {
@@ -186,6 +200,8 @@ class Supervisor(pykka.ThreadingActor):
 
         def ack(error: BaseException | None) -> None:
             pending.done(error)
+            if reply is not None:
+                reply.done(error, ("created", None, None))
             safe_tell(me, _Created(message.run_id, error))
 
         self._write(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
