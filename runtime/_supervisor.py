@@ -65,6 +65,12 @@ __all__ = ["Supervisor"]
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 # Run actors kept for reuse (a bound, not one per run): starting a thread costs more than a short run.
 IDLE_HOSTS = 64
+# While the number of active runs swings (a host had to be started in the last HOST_BURST
+# seconds), up to IDLE_HOSTS_BURST are kept: under a closed loop of 100 starters the count
+# of active runs swings by more than IDLE_HOSTS at each group commit, and a bound of 64
+# stopped and restarted a thread for one run start in four.
+IDLE_HOSTS_BURST = 256
+HOST_BURST = 1.0
 
 
 @dataclass
@@ -99,6 +105,7 @@ class Supervisor(pykka.ThreadingActor):
         self.pending_keys: dict[tuple[str, str, str], Pending] = {}
         self.closing = False
         self.idle_hosts: list[pykka.ActorRef[RunActor]] = []
+        self.last_host_start = float("-inf")
 
     # -- start-up -----------------------------------------------------------------
 
@@ -263,6 +270,7 @@ class Supervisor(pykka.ThreadingActor):
             host = candidate if candidate.is_alive() else None
         if host is None:
             host = RunActor.start(self.services)
+            self.last_host_start = self.services.clock.monotonic()
         entry.ref = host
         entry.status = RunStatus.RUNNING
         safe_tell(host, Host(entry.run_id, entry.driver, entry.record))
@@ -273,10 +281,13 @@ class Supervisor(pykka.ThreadingActor):
         """A run left this actor (passivated or finished): keep it for the next run."""
         if ref is None:
             return
-        if len(self.idle_hosts) < IDLE_HOSTS and not self.closing:
+        bursting = self.services.clock.monotonic() - self.last_host_start < HOST_BURST
+        if len(self.idle_hosts) < (IDLE_HOSTS_BURST if bursting else IDLE_HOSTS) and not self.closing:
             self.idle_hosts.append(ref)
         else:
             ref.stop(block=False)
+        while not bursting and len(self.idle_hosts) > IDLE_HOSTS:  # the swing is over: back to the bound
+            self.idle_hosts.pop().stop(block=False)
 
     def _route(self, run_id: str, message: Any) -> None:
         entry = self.entries.get(run_id)
