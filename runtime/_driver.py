@@ -411,6 +411,19 @@ class RunDriver:
         record = self.record
         self.after_commit(lambda: self.port.run_finished("failed", record))
 
+    def dispose(self) -> None:
+        """The run has ended and its last batch is durable: drop what ties the run's objects
+        into reference cycles (driver and root frame, driver and port), so a finished run
+        is freed by reference counting instead of piling up for the cyclic GC."""
+        self.root = None
+        self.port.owner = None
+        self.journal = {}
+        self.leaves.clear()
+        self.busy_nodes.clear()
+        self.waiters.clear()
+        self.children.clear()
+        self.timers.clear()
+
     def _run_op(self, changes: dict[str, Any]) -> Op:
         self.record = {**self.record, **changes, "up": self.now()}
         return Op("runs", run_key(self.run_id), self.record)

@@ -281,6 +281,12 @@ class RunActor(pykka.ThreadingActor):
         while acks:
             driver.handle(acks.popleft())
             driver.flush()
+        if driver.finished and not driver.batches and not driver.ops:
+            # Its terminal record is durable: late messages (a race loser's result) are
+            # dropped, and the idle actor must not keep the run's objects alive.
+            self.driver = None
+            driver.dispose()
+            return
         if driver.idle:
             safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
 

@@ -28,6 +28,10 @@ __all__ = ["AddTimer", "RemoveTimer", "Scheduler", "TimerHandle", "TimerService"
 _log = get_logger("treadle.timers")
 
 
+def _nothing() -> None:
+    return None
+
+
 class TimerHandle:
     __slots__ = ("callback", "cancelled", "due")
 
@@ -38,6 +42,7 @@ class TimerHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # a cancelled timer waits in the heap until due: hold nothing
 
 
 class Scheduler:
