@@ -11,6 +11,7 @@ Services that already use pykka can ask it :class:`StartRun`,
 
 from __future__ import annotations
 
+import queue
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ from ._messages import (
     _SignalStored,
 )
 from ._records import RunStatus
-from ._run_actor import Host, RunActor, Services, safe_tell
+from ._run_actor import Host, RunActor, Services, safe_tell, simple_inbox
 
 __all__ = ["Supervisor"]
 
@@ -94,6 +95,10 @@ class Entry:
 
 class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
+        return simple_inbox()
 
     def __init__(self, services: Services) -> None:
         super().__init__()
