@@ -206,6 +206,7 @@ class CreateRun:
     packed_args: bytes
     parent: tuple[str, str] | None = None
     reply: Pending | None = None
+    new_id: bool = False  # ``run_id`` is a fresh uuid4: no stored run can have it
 
 
 @dataclass(frozen=True)

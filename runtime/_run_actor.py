@@ -73,6 +73,26 @@ class Completions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[threading.Event]] = {}
+        # Runs created by this runtime whose end has not been notified yet: a result()
+        # registered while its run is in here is certain to be woken, so it need not read
+        # the store first (under load each store read waits for the GIL once per call).
+        self._unfinished: set[str] = set()
+
+    def expect(self, run_id: str) -> None:
+        """Run ``run_id`` was just created here: its end will be notified."""
+        with self._lock:
+            self._unfinished.add(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Run ``run_id`` will not be notified after all (its creation failed)."""
+        with self._lock:
+            self._unfinished.discard(run_id)
+
+    def unfinished(self, run_id: str) -> bool:
+        """Whether the end of run ``run_id`` is still to be notified (a ``watch`` made
+        before this returned ``True`` is certain to be set)."""
+        with self._lock:
+            return run_id in self._unfinished
 
     def watch(self, run_id: str) -> threading.Event:
         event = threading.Event()
@@ -90,6 +110,7 @@ class Completions:
 
     def notify(self, run_id: str) -> None:
         with self._lock:
+            self._unfinished.discard(run_id)
             events = self._waiters.pop(run_id, [])
         for event in events:
             event.set()

@@ -197,11 +197,12 @@ class Runtime:
         """
         self._check_open()
         definition = self.registry.workflow(workflow)
+        new_id = run_id is None
         run_id = uuid.uuid4().hex if run_id is None else _check_run_id(run_id)
         packed, _ = encode(list(args), f"start of {definition.name}", root="args", limit=self.max_payload)
         # One wait: the reply comes once the new run is durable (or at once if it exists).
         reply = Pending()
-        self._supervisor.tell(CreateRun(run_id, definition.name, packed, reply=reply))
+        self._supervisor.tell(CreateRun(run_id, definition.name, packed, reply=reply, new_id=new_id))
         kind, info, stored_args = reply.wait(_ASK_TIMEOUT)
         if kind == "exists":
             if info != definition.name:
@@ -330,9 +331,18 @@ class RunHandle:
         """
         deadline = None if timeout is None else time.monotonic() + _check_timeout(timeout)
         completions = self._rt._services.completions
+        first = True
         while True:
             event = completions.watch(self.run_id)
             try:
+                if first and timeout != 0 and completions.unfinished(self.run_id):
+                    # Started here and not ended: its end will set ``event``; read then.
+                    first = False
+                    self._rt._check_open()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    event.wait(remaining if remaining is None else min(remaining, 5.0))
+                    continue
+                first = False
                 record = self._record()
                 status = record.get("st")
                 if status == "completed":

@@ -189,7 +189,8 @@ class Supervisor(pykka.ThreadingActor):
             if reply is not None:
                 reply.done(None, ("exists", entry.workflow, None))
             return ("exists", entry.workflow, None)
-        record = self._existing(message.run_id)
+        # A run id Runtime.start drew itself (uuid4) names no stored run: no read needed.
+        record = None if message.new_id else self._existing(message.run_id)
         if record is not None:
             if reply is not None:
                 reply.done(None, ("exists", record["wf"], record.get("args")))
@@ -207,6 +208,7 @@ class Supervisor(pykka.ThreadingActor):
         }
         entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent, record=record)
         self.entries[message.run_id] = entry
+        self.services.completions.expect(message.run_id)
         pending = Pending()
         me = self.actor_ref
 
@@ -226,6 +228,7 @@ class Supervisor(pykka.ThreadingActor):
         entry.creating = False
         if message.error is not None:
             del self.entries[message.run_id]
+            self.services.completions.forget(message.run_id)
             return
         self._activate(entry)
 
@@ -237,7 +240,7 @@ class Supervisor(pykka.ThreadingActor):
         packed, _ = encode(
             list(message.args), f"StartRun({definition.name})", root="args", limit=self.services.max_payload
         )
-        kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed))
+        kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed, new_id=not message.run_id))
         if kind == "exists":
             if info != definition.name:
                 raise ValueError(f"run {run_id!r} exists with workflow {info!r}, not {definition.name!r}")
