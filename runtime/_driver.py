@@ -113,6 +113,7 @@ class RunDriver:
         self.cancel_delivered = False
         self.generation = 0
         self.begun = False
+        self.fresh = False  # just created: nothing in the journal yet
         self.root: GenNode | None = None
 
     # -- life cycle -------------------------------------------------------------
@@ -120,9 +121,10 @@ class RunDriver:
     def begin(self) -> None:
         """Load the journal and run the workflow up to its first unsettled step."""
         self.begun = True
-        self.journal = {
-            rec["s"]: rec for rec in self.port.store.values("journal", journal_prefix(self.run_id))
-        }
+        if not self.fresh:
+            self.journal = {
+                rec["s"]: rec for rec in self.port.store.values("journal", journal_prefix(self.run_id))
+            }
         cancel_requested = CANCEL_STEP in self.journal
         args = decode(self.record.get("args")) or []
         ctx = Context(self.run_id, self.workflow.name, self.port.registry, self.port.max_payload)
@@ -409,6 +411,19 @@ class RunDriver:
         record = self.record
         self.after_commit(lambda: self.port.run_finished("failed", record))
 
+    def dispose(self) -> None:
+        """The run has ended and its last batch is durable: drop what ties the run's objects
+        into reference cycles (driver and root frame, driver and port), so a finished run
+        is freed by reference counting instead of piling up for the cyclic GC."""
+        self.root = None
+        self.port.owner = None
+        self.journal = {}
+        self.leaves.clear()
+        self.busy_nodes.clear()
+        self.waiters.clear()
+        self.children.clear()
+        self.timers.clear()
+
     def _run_op(self, changes: dict[str, Any]) -> Op:
         self.record = {**self.record, **changes, "up": self.now()}
         return Op("runs", run_key(self.run_id), self.record)
@@ -535,6 +550,9 @@ class RunDriver:
         self.waiters.clear()
         self.ops.append(self._run_op(changes))
         self.lazy_only = False
+        if self.lazy_timer is not None:  # the lazy records go with this batch: no wake-up later
+            self.lazy_timer.cancel()
+            self.lazy_timer = None
         self.persisted_status = status
         record = self.record
         self.after_commit(lambda: self.port.run_finished(status, record))

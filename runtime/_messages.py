@@ -199,10 +199,16 @@ class Cancel:
 
 @dataclass(frozen=True)
 class CreateRun:
+    """Create a run. Asked, it replies ``(kind, info, args)``; told with ``reply``, the
+    same triple (or the error) arrives through ``reply`` once the run is durable, so the
+    caller waits once instead of for the reply and then for the commit."""
+
     run_id: str
     workflow: str
     packed_args: bytes
     parent: tuple[str, str] | None = None
+    reply: Pending | None = None
+    new_id: bool = False  # ``run_id`` is a fresh uuid4: no stored run can have it
 
 
 @dataclass(frozen=True)
@@ -246,13 +252,17 @@ class Pending:
     def __init__(self) -> None:
         self.event = threading.Event()
         self.error: BaseException | None = None
+        self.value: Any = None
 
-    def done(self, error: BaseException | None) -> None:
+    def done(self, error: BaseException | None, value: Any = None) -> None:
         self.error = error
+        self.value = value
         self.event.set()
 
-    def wait(self, timeout: float = 30.0) -> None:
+    def wait(self, timeout: float = 30.0) -> Any:
+        """The value given to ``done`` (``None`` for a plain write), or raise its error."""
         if not self.event.wait(timeout):
             raise TimeoutError(f"store commit not acknowledged within {timeout}s")
         if self.error is not None:
             raise self.error
+        return self.value

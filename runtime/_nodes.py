@@ -127,8 +127,11 @@ class Node:
             return
         self.live = False
         self.driver.leaf_done(self)
-        if self.parent is not None:
-            self.parent.child_settled(self, outcome)
+        # A settled node never reaches its parent again; dropping the link keeps a
+        # parent and its children from forming a reference cycle (freed without the GC).
+        parent, self.parent = self.parent, None
+        if parent is not None:
+            parent.child_settled(self, outcome)
 
     def abandon(self, cancel: bool, record: bool = True) -> None:
         """Stop waiting for this node (a race loser, a timed-out branch, a cancelled step)."""
@@ -136,6 +139,7 @@ class Node:
             return
         self.live = False
         self.driver.leaf_done(self)
+        self.parent = None
         self.on_abandon(cancel)
         if record:
             self.driver.record_abandoned(self)

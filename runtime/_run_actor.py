@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import pykka
 
-from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, StoreWriter, WriteRequest, run_key
+from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, WriteLane, WriteRequest, run_key
 
 from ._activity import ActivityTask
 from ._branch import BranchPool
@@ -42,11 +43,18 @@ from ._messages import (
 from ._registry import Registry
 from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
 
-__all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell"]
+__all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell", "simple_inbox"]
 
 # Messages a run actor may handle back to back before one flush.
 _PLAIN = (ActivityDone, Committed, Wake, RetryDue, AttemptTimedOut, FlushLazy)
 _DRAIN_LIMIT = 256
+
+
+def simple_inbox() -> queue.SimpleQueue[Any]:
+    """An actor inbox whose put and wake-up are C code (queue.Queue's are Python, with a
+    Condition): about half the cost per message on the hottest hops (a step's result to
+    its run actor, the writer's acks, requests to the writer and the supervisor)."""
+    return queue.SimpleQueue()
 
 
 def safe_tell(ref: pykka.ActorRef[Any] | None, message: Any) -> None:
@@ -65,6 +73,26 @@ class Completions:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._waiters: dict[str, list[threading.Event]] = {}
+        # Runs created by this runtime whose end has not been notified yet: a result()
+        # registered while its run is in here is certain to be woken, so it need not read
+        # the store first (under load each store read waits for the GIL once per call).
+        self._unfinished: set[str] = set()
+
+    def expect(self, run_id: str) -> None:
+        """Run ``run_id`` was just created here: its end will be notified."""
+        with self._lock:
+            self._unfinished.add(run_id)
+
+    def forget(self, run_id: str) -> None:
+        """Run ``run_id`` will not be notified after all (its creation failed)."""
+        with self._lock:
+            self._unfinished.discard(run_id)
+
+    def unfinished(self, run_id: str) -> bool:
+        """Whether the end of run ``run_id`` is still to be notified (a ``watch`` made
+        before this returned ``True`` is certain to be set)."""
+        with self._lock:
+            return run_id in self._unfinished
 
     def watch(self, run_id: str) -> threading.Event:
         event = threading.Event()
@@ -82,6 +110,7 @@ class Completions:
 
     def notify(self, run_id: str) -> None:
         with self._lock:
+            self._unfinished.discard(run_id)
             events = self._waiters.pop(run_id, [])
         for event in events:
             event.set()
@@ -92,7 +121,7 @@ class Services:
     """What every run actor shares."""
 
     store: Store
-    writer: pykka.ActorRef[StoreWriter]
+    writer: WriteLane
     pool: BranchPool
     scheduler: Scheduler
     timers: pykka.ActorRef[TimerService]
@@ -120,18 +149,26 @@ class RunPort:
         self.clock = services.clock
         self.max_payload = services.max_payload
         self.log = services.log
+        # Acks of batches this run's own thread committed inline: the actor handles them
+        # right after its flush instead of telling them to itself.
+        self.local_acks: deque[Committed] = deque()
 
     def submit(self, ops: Sequence[Op], batch: int | None, lazy: bool) -> None:
         ack = None
         if batch is not None:
             ref = self.ref
-
             owner = self.owner
+            local = self.local_acks
+            thread = threading.get_ident()  # submit runs on the run actor's thread
 
             def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
-                safe_tell(ref, Committed(batch, error, owner))
+                message = Committed(batch, error, owner)
+                if threading.get_ident() == thread:
+                    local.append(message)  # committed inline, by the submitting thread
+                else:
+                    safe_tell(ref, message)
 
-        self.services.writer.tell(WriteRequest(ops, ack, lazy))
+        self.services.writer.submit(WriteRequest(ops, ack, lazy))
 
     def dispatch(self, task: ActivityTask) -> None:
         ref = self.ref
@@ -182,6 +219,10 @@ class RunActor(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
+        return simple_inbox()
+
     def __init__(self, services: Services) -> None:
         super().__init__()
         self.services = services
@@ -220,8 +261,10 @@ class RunActor(pykka.ThreadingActor):
         Returns the first envelope that is not a plain run message (it is
         handled after the flush, keeping the inbox order).
         """
-        inbox = cast("queue.Queue[Any]", self.actor_inbox)
+        inbox = cast("queue.SimpleQueue[Any]", self.actor_inbox)
         for _ in range(_DRAIN_LIMIT):
+            if inbox.empty():
+                return None
             try:
                 envelope = inbox.get_nowait()
             except queue.Empty:
@@ -247,10 +290,13 @@ class RunActor(pykka.ThreadingActor):
         try:
             driver = message.driver
             if driver is None:
-                record = self.services.store.get("runs", run_key(message.run_id))
+                record = message.record
                 if record is None:
-                    raise LookupError(f"run {message.run_id} has no record")
+                    record = self.services.store.get("runs", run_key(message.run_id))
+                    if record is None:
+                        raise LookupError(f"run {message.run_id} has no record")
                 driver = RunDriver(RunPort(self.services, message.run_id), record)
+                driver.fresh = message.record is not None
             driver.port.ref = self.actor_ref
             self.driver = driver
             if not driver.begun:
@@ -263,6 +309,18 @@ class RunActor(pykka.ThreadingActor):
         driver = self.driver
         assert driver is not None
         driver.flush()
+        # A batch the writer lane committed on this thread (it was idle) is durable already:
+        # handle its ack now; what that dispatches or records is flushed in turn.
+        acks = driver.port.local_acks
+        while acks:
+            driver.handle(acks.popleft())
+            driver.flush()
+        if driver.finished and not driver.batches and not driver.ops:
+            # Its terminal record is durable: late messages (a race loser's result) are
+            # dropped, and the idle actor must not keep the run's objects alive.
+            self.driver = None
+            driver.dispose()
+            return
         if driver.idle:
             safe_tell(self.services.supervisor, Idle(self.run_id, driver.generation))
 
@@ -286,7 +344,7 @@ class RunActor(pykka.ThreadingActor):
             services.completions.notify(run_id)
             safe_tell(services.supervisor, RunEnded(run_id, "parked", parked))
 
-        services.writer.tell(WriteRequest([Op("runs", run_key(run_id), parked)], ack))
+        services.writer.submit(WriteRequest([Op("runs", run_key(run_id), parked)], ack))
 
     def _crash(self, exc: BaseException) -> None:
         if isinstance(exc, JournalCorruptionError):
@@ -305,7 +363,12 @@ class RunActor(pykka.ThreadingActor):
 
 @dataclass(slots=True)
 class Host:
-    """Drive run ``run_id`` (its dormant ``driver``, or a replay when ``None``)."""
+    """Drive run ``run_id`` (its dormant ``driver``, or a replay when ``None``).
+
+    ``record`` comes with a run the supervisor has just created: its record, durable, and
+    no journal yet (the run record is a run's first write), so neither is read back.
+    """
 
     run_id: str
     driver: RunDriver | None
+    record: dict[str, Any] | None = None

@@ -14,7 +14,7 @@ from treadle.storage import (
     DEFAULT_MAX_PAYLOAD,
     LmdbStore,
     Store,
-    StoreWriter,
+    WriteLane,
     decode,
     encode,
     journal_prefix,
@@ -149,7 +149,7 @@ class Runtime:
         self._executors = executors
         executors.start()
         self._scheduler = Scheduler(self.clock)
-        self._writer = StoreWriter.start(self.store)
+        self._writer = WriteLane.start(self.store)
         self._pool = BranchPool(max_branch_actors, executors)
         holder: dict[str, Any] = {}
 
@@ -205,11 +205,13 @@ class Runtime:
         """
         self._check_open()
         definition = self.registry.workflow(workflow)
+        new_id = run_id is None
         run_id = uuid.uuid4().hex if run_id is None else _check_run_id(run_id)
         packed, _ = encode(list(args), f"start of {definition.name}", root="args", limit=self.max_payload)
-        kind, info, stored_args = self._supervisor.ask(
-            CreateRun(run_id, definition.name, packed), timeout=_ASK_TIMEOUT
-        )
+        # One wait: the reply comes once the new run is durable (or at once if it exists).
+        reply = Pending()
+        self._supervisor.tell(CreateRun(run_id, definition.name, packed, reply=reply, new_id=new_id))
+        kind, info, stored_args = reply.wait(_ASK_TIMEOUT)
         if kind == "exists":
             if info != definition.name:
                 raise ValueError(
@@ -219,9 +221,6 @@ class Runtime:
                 self._services.log.info(
                     "start of an existing run: the new arguments are ignored", run_id=run_id
                 )
-            return RunHandle(self, run_id)
-        assert isinstance(info, Pending)
-        info.wait(_ASK_TIMEOUT)
         return RunHandle(self, run_id)
 
     def get(self, run_id: str) -> RunHandle:
@@ -299,8 +298,10 @@ class Runtime:
             executors.shutdown()
         writer = getattr(self, "_writer", None)
         if writer is not None:
+            writer.close()  # no inline commit may start once the store is closing
             try:
-                writer.stop(block=True, timeout=10)
+                assert writer.ref is not None
+                writer.ref.stop(block=True, timeout=10)
             except Exception:
                 pass
         if self._scheduler is not None:
@@ -341,9 +342,18 @@ class RunHandle:
         """
         deadline = None if timeout is None else time.monotonic() + _check_timeout(timeout)
         completions = self._rt._services.completions
+        first = True
         while True:
             event = completions.watch(self.run_id)
             try:
+                if first and timeout != 0 and completions.unfinished(self.run_id):
+                    # Started here and not ended: its end will set ``event``; read then.
+                    first = False
+                    self._rt._check_open()
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    event.wait(remaining if remaining is None else min(remaining, 5.0))
+                    continue
+                first = False
                 record = self._record()
                 status = record.get("st")
                 if status == "completed":

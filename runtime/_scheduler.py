@@ -34,6 +34,10 @@ _log = get_logger("treadle.timers")
 RECHECK = 60.0  # seconds: the longest a wall-clock jump goes unnoticed by the TimerService
 
 
+def _nothing() -> None:
+    return None
+
+
 class TimerHandle:
     __slots__ = ("callback", "cancelled", "due")
 
@@ -44,6 +48,7 @@ class TimerHandle:
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.callback = _nothing  # a cancelled timer waits in the heap until due: hold nothing
 
 
 class Scheduler:

@@ -11,6 +11,7 @@ Services that already use pykka can ask it :class:`StartRun`,
 
 from __future__ import annotations
 
+import queue
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -58,13 +59,19 @@ from ._messages import (
     _SignalStored,
 )
 from ._records import RunStatus
-from ._run_actor import Host, RunActor, Services, safe_tell
+from ._run_actor import Host, RunActor, Services, safe_tell, simple_inbox
 
 __all__ = ["Supervisor"]
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 # Run actors kept for reuse (a bound, not one per run): starting a thread costs more than a short run.
 IDLE_HOSTS = 64
+# While the number of active runs swings (a host had to be started in the last HOST_BURST
+# seconds), up to IDLE_HOSTS_BURST are kept: under a closed loop of 100 starters the count
+# of active runs swings by more than IDLE_HOSTS at each group commit, and a bound of 64
+# stopped and restarted a thread for one run start in four.
+IDLE_HOSTS_BURST = 256
+HOST_BURST = 1.0
 
 
 @dataclass
@@ -83,10 +90,15 @@ class Entry:
     parent: tuple[str, str] | None = None
     watchers: list[tuple[str, str]] = field(default_factory=list)
     cancel_requested: bool = False
+    record: dict[str, Any] | None = None  # a run just created: its record, until its first activation
 
 
 class Supervisor(pykka.ThreadingActor):
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
+        return simple_inbox()
 
     def __init__(self, services: Services) -> None:
         super().__init__()
@@ -98,6 +110,7 @@ class Supervisor(pykka.ThreadingActor):
         self.pending_keys: dict[tuple[str, str, str], Pending] = {}
         self.closing = False
         self.idle_hosts: list[pykka.ActorRef[RunActor]] = []
+        self.last_host_start = float("-inf")
 
     # -- start-up -----------------------------------------------------------------
 
@@ -141,6 +154,15 @@ class Supervisor(pykka.ThreadingActor):
     # -- dispatch -------------------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
+        if isinstance(message, CreateRun) and message.reply is not None:
+            # Told, not asked: an error must reach the caller, not stop this actor.
+            try:
+                if self.closing:
+                    raise RuntimeError("the runtime is shutting down")
+                self.on_create(message)
+            except Exception as exc:
+                message.reply.done(exc)
+            return None
         if self.closing and not isinstance(message, Shutdown):
             if isinstance(message, (CreateRun, SendSignal, RequestCancel, StartRun, Signal, Cancel)):
                 raise RuntimeError("the runtime is shutting down")
@@ -152,15 +174,26 @@ class Supervisor(pykka.ThreadingActor):
 
     # -- creating runs -----------------------------------------------------------------
 
+    def _write(self, request: WriteRequest) -> None:
+        # Never inline: the supervisor serves every run, so it must not wait out an fsync;
+        # its writes go through the writer's group commit and come back as acks.
+        self.services.writer.submit(request, inline=False)
+
     def _existing(self, run_id: str) -> dict[str, Any] | None:
         return self.store.get("runs", run_key(run_id))
 
     def on_create(self, message: CreateRun) -> tuple[str, Any, Any]:
+        reply = message.reply
         entry = self.entries.get(message.run_id)
         if entry is not None:
+            if reply is not None:
+                reply.done(None, ("exists", entry.workflow, None))
             return ("exists", entry.workflow, None)
-        record = self._existing(message.run_id)
+        # A run id Runtime.start drew itself (uuid4) names no stored run: no read needed.
+        record = None if message.new_id else self._existing(message.run_id)
         if record is not None:
+            if reply is not None:
+                reply.done(None, ("exists", record["wf"], record.get("args")))
             return ("exists", record["wf"], record.get("args"))
         now = self.services.clock.time()
         record = {
@@ -173,16 +206,19 @@ class Supervisor(pykka.ThreadingActor):
             "up": now,
             "parent": list(message.parent) if message.parent else None,
         }
-        entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent)
+        entry = Entry(message.run_id, message.workflow, creating=True, parent=message.parent, record=record)
         self.entries[message.run_id] = entry
+        self.services.completions.expect(message.run_id)
         pending = Pending()
         me = self.actor_ref
 
         def ack(error: BaseException | None) -> None:
             pending.done(error)
+            if reply is not None:
+                reply.done(error, ("created", None, None))
             safe_tell(me, _Created(message.run_id, error))
 
-        self.services.writer.tell(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
+        self._write(WriteRequest([Op("runs", run_key(message.run_id), record)], ack))
         return ("created", pending, None)
 
     def on_created(self, message: _Created) -> None:
@@ -192,6 +228,7 @@ class Supervisor(pykka.ThreadingActor):
         entry.creating = False
         if message.error is not None:
             del self.entries[message.run_id]
+            self.services.completions.forget(message.run_id)
             return
         self._activate(entry)
 
@@ -203,7 +240,7 @@ class Supervisor(pykka.ThreadingActor):
         packed, _ = encode(
             list(message.args), f"StartRun({definition.name})", root="args", limit=self.services.max_payload
         )
-        kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed))
+        kind, info, _ = self.on_create(CreateRun(run_id, definition.name, packed, new_id=not message.run_id))
         if kind == "exists":
             if info != definition.name:
                 raise ValueError(f"run {run_id!r} exists with workflow {info!r}, not {definition.name!r}")
@@ -241,19 +278,24 @@ class Supervisor(pykka.ThreadingActor):
             host = candidate if candidate.is_alive() else None
         if host is None:
             host = RunActor.start(self.services)
+            self.last_host_start = self.services.clock.monotonic()
         entry.ref = host
         entry.status = RunStatus.RUNNING
-        safe_tell(host, Host(entry.run_id, entry.driver))
+        safe_tell(host, Host(entry.run_id, entry.driver, entry.record))
         entry.driver = None  # the host owns it now
+        entry.record = None
 
     def _release_host(self, ref: pykka.ActorRef[RunActor] | None) -> None:
         """A run left this actor (passivated or finished): keep it for the next run."""
         if ref is None:
             return
-        if len(self.idle_hosts) < IDLE_HOSTS and not self.closing:
+        bursting = self.services.clock.monotonic() - self.last_host_start < HOST_BURST
+        if len(self.idle_hosts) < (IDLE_HOSTS_BURST if bursting else IDLE_HOSTS) and not self.closing:
             self.idle_hosts.append(ref)
         else:
             ref.stop(block=False)
+        while not bursting and len(self.idle_hosts) > IDLE_HOSTS:  # the swing is over: back to the bound
+            self.idle_hosts.pop().stop(block=False)
 
     def _route(self, run_id: str, message: Any) -> None:
         entry = self.entries.get(run_id)
@@ -399,7 +441,7 @@ class Supervisor(pykka.ThreadingActor):
                 crash_point("after_signal_persist")
             safe_tell(me, _SignalStored(message.run_id, message.name))
 
-        self.services.writer.tell(WriteRequest(ops, ack))
+        self._write(WriteRequest(ops, ack))
         return ("sent", pending)
 
     def _next_seq(self, run_id: str) -> int:
@@ -464,13 +506,11 @@ class Supervisor(pykka.ThreadingActor):
                 pending.done(error)
                 completions.notify(run_id)
 
-            self.services.writer.tell(WriteRequest(ops, parked_ack))
+            self._write(WriteRequest(ops, parked_ack))
             return ("sent", pending)
         if entry is not None:
             entry.cancel_requested = True
-        self.services.writer.tell(
-            WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack)
-        )
+        self._write(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
         return ("sent", pending)
 
     def on_cancel(self, message: Cancel) -> bool:

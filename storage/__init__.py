@@ -28,7 +28,7 @@ from ._keys import (
 from ._lmdb import LmdbStore
 from ._memory import MemoryStore
 from ._protocol import DATABASES, Op, Store
-from ._writer import Ack, StoreWriter, WriteRequest, write_and_wait
+from ._writer import Ack, StoreWriter, WriteLane, WriteRequest, write_and_wait
 
 __all__ = [
     "DATABASES",
@@ -48,6 +48,7 @@ __all__ = [
     "StoreLockedError",
     "StoreWriter",
     "TreadleError",
+    "WriteLane",
     "WriteRequest",
     "crash_point",
     "decode",

@@ -21,7 +21,7 @@ class Op(NamedTuple):
 
 
 class Store(Protocol):
-    """Reads from any thread; ``apply`` only from the single writer thread."""
+    """Reads from any thread; ``apply`` from one thread at a time (under the WriteLane's commit lock)."""
 
     path: str
 

@@ -11,6 +11,15 @@ activity started") do not start a commit by themselves: they ride along with
 the next one, or are committed after ``lazy_delay`` seconds.
 
 Each requester is acknowledged only after its commit is durable.
+
+:class:`WriteLane` is how the runtime submits: when the writer is idle
+(nothing queued, nothing being committed) the submitting thread commits its
+own request at once, under the lane's commit lock, and runs its ack itself;
+that saves two thread hand-offs (to the writer and back) on the path of a
+lone step. Whenever anything is queued or in flight the request joins the
+writer's inbox instead, so under load every request still goes through the
+writer's group commit. See :class:`WriteLane` for why this keeps each
+thread's write order and the "ack only once durable" rule.
 """
 
 from __future__ import annotations
@@ -27,7 +36,7 @@ import pykka
 from ._faults import crash_point
 from ._protocol import Op, Store
 
-__all__ = ["Ack", "StoreWriter", "WriteRequest", "write_and_wait"]
+__all__ = ["Ack", "StoreWriter", "WriteLane", "WriteRequest", "write_and_wait"]
 
 Ack = Callable[[BaseException | None], None]
 
@@ -40,6 +49,7 @@ class WriteRequest:
     ack: Ack | None = None
     lazy: bool = False
     meta: Any = field(default=None)
+    counted: bool = False  # submitted through a WriteLane: counted in its ``queued`` until committed
 
 
 class StoreWriter(pykka.ThreadingActor):
@@ -47,9 +57,23 @@ class StoreWriter(pykka.ThreadingActor):
 
     use_daemon_thread = True
 
-    def __init__(self, store: Store, *, lazy_delay: float = 0.05, max_batch: int = 20_000) -> None:
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
+        # put and wake-up in C: every run's requests come here, and under load the writer
+        # is the busiest thread.
+        return queue.SimpleQueue()
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        lazy_delay: float = 0.05,
+        max_batch: int = 20_000,
+        lane: WriteLane | None = None,
+    ) -> None:
         super().__init__()
         self.store = store
+        self.lane = lane if lane is not None else WriteLane(store)
         self.lazy_delay = lazy_delay
         self.max_batch = max_batch
         self.batches = 0
@@ -63,13 +87,16 @@ class StoreWriter(pykka.ThreadingActor):
         leftover = self._drain(batch)
         if all(request.lazy for request in batch) and leftover is None:
             leftover = self._wait_for_urgent(batch)
-        self._commit(batch)
+        lane = self.lane
+        with lane.commit_lock:
+            self._commit(batch)
+            lane.committed(batch)
         if leftover is not None:
             self._handle_other(leftover)
         return None
 
-    def _inbox(self) -> queue.Queue[Any]:
-        return cast("queue.Queue[Any]", self.actor_inbox)
+    def _inbox(self) -> queue.SimpleQueue[Any]:
+        return cast("queue.SimpleQueue[Any]", self.actor_inbox)
 
     def _drain(self, batch: list[WriteRequest]) -> Any:
         """Move every waiting WriteRequest into ``batch``; return the first other envelope."""
@@ -140,6 +167,99 @@ class StoreWriter(pykka.ThreadingActor):
             return
         if envelope.reply_to is not None:
             envelope.reply_to.set(response)
+
+
+class WriteLane:
+    """The way into the store's write transactions: inline when the writer is idle, else group commit.
+
+    ``submit`` from any thread. A request is committed by the submitting
+    thread itself (and its ack run there, right after the commit) only when
+    the commit lock is free and no request submitted through this lane is
+    queued or being committed by the writer. Otherwise it is counted and told
+    to the :class:`StoreWriter`, which takes the same lock for each batch.
+
+    Why this is safe:
+
+    * One write transaction at a time: the writer's commits and inline ones
+      hold ``commit_lock`` (LMDB allows one writer anyway; each transaction
+      begins and ends in one thread).
+    * Each thread's writes stay in order: a request queued to the writer stays
+      counted until it is committed and acknowledged, so a later request from
+      the same thread cannot overtake it inline; an inline request is
+      committed before ``submit`` returns.
+    * Acks still come only after the commit is durable, with its error if it
+      failed, exactly as from the writer.
+    * Group commit under load: a submitter never waits for the lock. If a
+      commit is in flight or anything is queued, it queues, and the writer
+      drains everything queued into one transaction as before. Only a
+      request that would have been a batch of one is committed inline.
+
+    Lazy requests always queue (they wait in the writer for company).
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.ref: pykka.ActorRef[StoreWriter] | None = None
+        self.commit_lock = threading.Lock()
+        self._count_lock = threading.Lock()
+        self.queued = 0
+        self.inline = 0
+        self.closed = False
+
+    @classmethod
+    def start(cls, store: Store, **options: Any) -> WriteLane:
+        """A lane with its own started :class:`StoreWriter` (``options`` go to the writer)."""
+        lane = cls(store)
+        lane.ref = StoreWriter.start(store, lane=lane, **options)
+        return lane
+
+    def submit(self, request: WriteRequest, inline: bool = True) -> None:
+        """Commit ``request`` now if the writer is idle (``inline``), else queue it to the writer.
+
+        Raises ``pykka.ActorDeadError`` if the writer has stopped.
+        """
+        if inline and not request.lazy and self.queued == 0 and self.commit_lock.acquire(blocking=False):
+            try:
+                if self.queued == 0 and not self.closed:
+                    self._commit_inline(request)
+                    return
+            finally:
+                self.commit_lock.release()
+        assert self.ref is not None, "WriteLane.submit before start()"
+        request.counted = True
+        with self._count_lock:
+            self.queued += 1
+        try:
+            self.ref.tell(request)
+        except BaseException:
+            with self._count_lock:
+                self.queued -= 1
+            raise
+
+    def _commit_inline(self, request: WriteRequest) -> None:
+        error: BaseException | None = None
+        if request.ops:
+            try:
+                self.store.apply(request.ops)
+            except Exception as exc:
+                error = exc
+        self.inline += 1
+        if error is None:
+            crash_point("after_commit")
+        if request.ack is not None:
+            request.ack(error)
+
+    def committed(self, batch: Sequence[WriteRequest]) -> None:
+        """The writer committed and acknowledged ``batch`` (called under ``commit_lock``)."""
+        counted = sum(1 for request in batch if request.counted)
+        if counted:
+            with self._count_lock:
+                self.queued -= counted
+
+    def close(self) -> None:
+        """No more inline commits (waits for one in progress); queued requests still reach the writer."""
+        with self.commit_lock:
+            self.closed = True
 
 
 def write_and_wait(writer: pykka.ActorRef[StoreWriter], ops: Sequence[Op], timeout: float = 30.0) -> None:

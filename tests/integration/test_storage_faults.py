@@ -506,6 +506,13 @@ def test_corrupt_run_record_does_not_stop_start_up_and_the_others_are_listed(box
     with pytest.raises(JournalCorruptionError) as info:
         rt.get(ids[0])
     assert info.value.database == "runs" and info.value.key == run_key(ids[0])
+    # start() under that id reads the corrupt record: the error reaches the caller, and the
+    # supervisor, which serves every start, goes on serving.
+    with pytest.raises(JournalCorruptionError):
+        rt.start(gated_steps, 9, run_id=ids[0])
+    after = _run_id("corrupt-run-after")
+    _gate(box, after).set()
+    assert rt.start(gated_steps, 3, run_id=after).result(timeout=WAIT) == [30, 40]
 
 
 def test_a_parked_corrupt_run_can_be_cancelled(box: Box) -> None:

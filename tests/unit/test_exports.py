@@ -73,6 +73,7 @@ STORAGE_ALL = [
     "StoreLockedError",
     "StoreWriter",
     "TreadleError",
+    "WriteLane",
     "WriteRequest",
     "crash_point",
     "decode",

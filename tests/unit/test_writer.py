@@ -10,7 +10,7 @@ from typing import Any
 import pykka
 import pytest
 
-from treadle.storage import LmdbStore, MemoryStore, Op, StoreWriter, WriteRequest, write_and_wait
+from treadle.storage import LmdbStore, MemoryStore, Op, StoreWriter, WriteLane, WriteRequest, write_and_wait
 
 WAIT = 10.0
 
@@ -354,4 +354,111 @@ def test_write_and_wait_times_out_with_builtin_timeout_error(
         write_and_wait(ref, [_op(1)], timeout=0.05)
     store.release.set()
     write_and_wait(ref, [_op(2)], timeout=WAIT)
+    assert store.get("journal", b"k00001") == {"i": 1}
+
+
+# -- WriteLane: inline commit when the writer is idle, group commit otherwise -------------------
+
+
+@pytest.fixture
+def start_lane() -> Iterator[Callable[..., WriteLane]]:
+    lanes: list[WriteLane] = []
+
+    def start(store: Any, **kwargs: Any) -> WriteLane:
+        lane = WriteLane.start(store, **kwargs)
+        lanes.append(lane)
+        return lane
+
+    yield start
+    for lane in lanes:
+        if isinstance(lane.store, GatedStore):
+            lane.store.release.set()
+        lane.close()
+        assert lane.ref is not None
+        lane.ref.stop(block=True, timeout=WAIT)
+        lane.store.close()
+
+
+def test_lane_commits_inline_when_the_writer_is_idle(start_lane: Callable[..., WriteLane]) -> None:
+    """With nothing queued, submit commits on the calling thread and acks there, once readable."""
+    store = MemoryStore()
+    lane = start_lane(store)
+    seen: list[tuple[BaseException | None, int, Any]] = []
+
+    def ack(error: BaseException | None) -> None:
+        seen.append((error, threading.get_ident(), store.get("journal", b"k00001")))
+
+    lane.submit(WriteRequest([_op(1)], ack))
+    assert seen == [(None, threading.get_ident(), {"i": 1})]  # before submit returned
+    assert lane.inline == 1
+    assert lane.queued == 0
+    assert store.commits == 1
+
+
+def test_lane_queues_behind_a_commit_in_flight_and_keeps_each_threads_order(
+    start_lane: Callable[..., WriteLane],
+) -> None:
+    """While the writer commits, submits queue (never wait for the lock) and form the next group
+    commit; a thread's later request never overtakes its earlier one, even once the writer is idle."""
+    store = GatedStore(gate_call=1)
+    lane = start_lane(store)
+    order: list[int] = []
+    done = threading.Event()
+
+    def ack_for(i: int) -> Callable[[BaseException | None], None]:
+        def ack(error: BaseException | None) -> None:
+            assert error is None
+            order.append(i)
+            if i == 3:
+                done.set()
+
+        return ack
+
+    lane.submit(WriteRequest([_op(0)], ack_for(0)), inline=False)  # the writer takes it and blocks
+    assert store.entered.wait(WAIT)
+    lane.submit(WriteRequest([_op(1)], ack_for(1)))  # commit in flight: queued, returns at once
+    lane.submit(WriteRequest([_op(2)], ack_for(2)))
+    assert order == []
+    assert lane.queued == 3
+    store.release.set()
+    lane.submit(WriteRequest([_op(3)], ack_for(3)))  # 1 and 2 may still be queued: it must not overtake
+    assert done.wait(WAIT)
+    assert order == [0, 1, 2, 3]
+    assert store.batch_sizes[:2] == [1, 2] or store.batch_sizes[:2] == [1, 3]
+    assert lane.queued == 0
+
+
+def test_lane_sends_lazy_requests_to_the_writer(start_lane: Callable[..., WriteLane]) -> None:
+    """A lazy request waits in the writer for company; the urgent one after it joins its batch."""
+    store = GatedStore(gate_call=None)
+    lane = start_lane(store, lazy_delay=WAIT * 3)
+    acks = Acks()
+    lane.submit(WriteRequest([_op(1)], acks.make(1), lazy=True))
+    lane.submit(WriteRequest([_op(2)], acks.make(2)))  # the lazy one is queued: no inline commit
+    acks.wait_all()
+    assert store.batch_sizes == [2]
+    assert lane.inline == 0
+
+
+def test_lane_inline_commit_error_reaches_the_ack(start_lane: Callable[..., WriteLane]) -> None:
+    """An inline commit that fails acks its error, like the writer would; the lane keeps working."""
+    store = GatedStore(gate_call=None, fail_calls=[1])
+    lane = start_lane(store)
+    errors: list[BaseException | None] = []
+    lane.submit(WriteRequest([_op(1)], errors.append))
+    assert errors == [store.errors[0]]
+    lane.submit(WriteRequest([_op(2)], errors.append))
+    assert errors[1:] == [None]
+    assert store.get("journal", b"k00002") == {"i": 2}
+
+
+def test_closed_lane_commits_nothing_inline(start_lane: Callable[..., WriteLane]) -> None:
+    """After close() (the store is about to close) requests still reach the writer, never inline."""
+    store = MemoryStore()
+    lane = start_lane(store)
+    lane.close()
+    acks = Acks()
+    lane.submit(WriteRequest([_op(1)], acks.make(1)))
+    acks.wait_all()
+    assert lane.inline == 0
     assert store.get("journal", b"k00001") == {"i": 1}
