@@ -12,6 +12,7 @@ caps live branch actors runtime-wide; branches beyond it queue in order.
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,12 @@ _log = get_logger("treadle.branch")
 
 class BranchActor(pykka.ThreadingActor):
     use_daemon_thread = True
+
+    @staticmethod
+    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
+        # put and wake-up in C (pykka's default queue.Queue does them in Python):
+        # every step's dispatch goes through this inbox
+        return queue.SimpleQueue()
 
     def __init__(self, pool: BranchPool) -> None:
         super().__init__()
