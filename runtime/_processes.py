@@ -22,6 +22,7 @@ import os
 import pickle
 import signal
 import threading
+import time
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -57,19 +58,14 @@ class _SharedFlag(threading.Event):
         self._byte.value = 0
 
     def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else _monotonic() + timeout
+        """Poll the byte (every 10 ms) until it is set or ``timeout`` seconds pass."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         while not self.is_set():
-            left = 0.05 if deadline is None else min(0.05, deadline - _monotonic())
+            left = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
             if left <= 0:
                 return False
-            super().wait(left)
+            time.sleep(left)
         return True
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def worker_main(conn: Connection, byte: Any) -> None:

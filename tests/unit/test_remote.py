@@ -54,3 +54,20 @@ def test_retry_matches_non_retryable_by_class_name() -> None:
     assert not policy.retries_named(("builtins.ValueError", "builtins.Exception"), 1)
     assert policy.retries_named(("builtins.KeyError", "builtins.Exception"), 1)
     assert not policy.retries_named(("builtins.KeyError", "builtins.Exception"), 3)  # out of attempts
+
+
+def test_a_workers_cancel_flag_reads_the_shared_byte() -> None:
+    import multiprocessing
+
+    from treadle.runtime._processes import _SharedFlag
+
+    byte = multiprocessing.get_context("spawn").RawValue("b", 0)
+    flag = _SharedFlag(byte)
+    assert not flag.is_set() and flag.wait(0.02) is False
+    setter = threading.Timer(0.05, lambda: setattr(byte, "value", 1))
+    setter.start()
+    assert flag.wait(5.0) is True  # set from elsewhere (the parent, in a worker)
+    assert flag.is_set()
+    flag.clear()
+    assert not flag.is_set() and byte.value == 0
+    setter.join(5.0)
