@@ -22,14 +22,13 @@ import os
 import pickle
 import signal
 import threading
-import time
 from collections import deque
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ._errors import ExecutorUnavailableError
 from ._executors import Executor
-from ._remote import Refused, execute, failed, lost, outcome, prepare
+from ._remote import PolledFlag, Refused, execute, failed, lost, outcome, prepare, watch_cancel
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -41,7 +40,7 @@ START_TIMEOUT = 60.0  # seconds a new worker may take to import what it needs an
 _READY = b"ready"
 
 
-class _SharedFlag(threading.Event):
+class _SharedFlag(PolledFlag):
     """``ActivityContext.cancelled`` inside a worker: reads the byte the parent sets."""
 
     def __init__(self, byte: Any) -> None:
@@ -56,16 +55,6 @@ class _SharedFlag(threading.Event):
 
     def clear(self) -> None:
         self._byte.value = 0
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Poll the byte (every 10 ms) until it is set or ``timeout`` seconds pass."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_set():
-            left = 0.01 if deadline is None else min(0.01, deadline - time.monotonic())
-            if left <= 0:
-                return False
-            time.sleep(left)
-        return True
 
 
 def worker_main(conn: Connection, byte: Any) -> None:
@@ -93,19 +82,15 @@ class _StartFailed(Exception):
 
 
 class _Worker:
-    __slots__ = ("byte", "conn", "current", "lock", "process")
+    __slots__ = ("byte", "conn", "process")
 
     def __init__(self, process: Any, conn: Connection, byte: Any) -> None:
         self.process = process
         self.conn = conn
         self.byte = byte
-        self.lock = threading.Lock()
-        self.current: object | None = None  # the task it runs; guards late cancel listeners
 
-    def flag(self, task: object) -> None:
-        with self.lock:
-            if self.current is task:
-                self.byte.value = 1
+    def flag(self) -> None:
+        self.byte.value = 1
 
 
 class ProcessExecutor(Executor):
@@ -172,29 +157,15 @@ class ProcessExecutor(Executor):
         if not task.wanted():  # it timed out and was retried while it waited for a worker
             self._checkin(worker)
             return None
-        cancelled = task.context.cancelled
-        worker.current = task
         worker.byte.value = 0
-
-        def listener(worker: _Worker = worker, task: ActivityTask = task) -> None:
-            worker.flag(task)
-
-        add = getattr(cancelled, "add_listener", None)
-        if add is not None:
-            add(listener)
-        elif cancelled.is_set():
-            worker.byte.value = 1
+        stop_watching = watch_cancel(task, worker.flag)
         try:
             worker.conn.send_bytes(pickle.dumps(call, protocol=pickle.HIGHEST_PROTOCOL))
             data = worker.conn.recv_bytes()
         except (EOFError, OSError):
             return lost(task, self.kind, self._bury(worker))
         finally:
-            remove = getattr(cancelled, "remove_listener", None)
-            if remove is not None:
-                remove(listener)
-            with worker.lock:
-                worker.current = None
+            stop_watching()  # the worker's byte is not this attempt's any more
         self._checkin(worker)
         return outcome(task, pickle.loads(data))
 

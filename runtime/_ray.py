@@ -26,7 +26,18 @@ from typing import TYPE_CHECKING, Any
 from ._errors import CancelledError, ExecutorUnavailableError
 from ._executors import Executor
 from ._messages import ActivityDone
-from ._remote import Refused, RemoteCall, Reply, execute, failed, lost, outcome, prepare
+from ._remote import (
+    PolledFlag,
+    Refused,
+    RemoteCall,
+    Reply,
+    execute,
+    failed,
+    lost,
+    outcome,
+    prepare,
+    watch_cancel,
+)
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -76,8 +87,10 @@ class _Flags:
         return token in self._set
 
 
-class _RemoteFlag(threading.Event):
+class _RemoteFlag(PolledFlag):
     """``ActivityContext.cancelled`` inside a Ray task: asks the flag actor (at most every 50 ms)."""
+
+    poll = _POLL
 
     def __init__(self, flags: Any, token: str) -> None:
         super().__init__()
@@ -96,15 +109,6 @@ class _RemoteFlag(threading.Event):
             if ray.get(self._flags.is_set.remote(self._token)):
                 super().set()
         return super().is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_set():
-            left = _POLL if deadline is None else min(_POLL, deadline - time.monotonic())
-            if left <= 0:
-                return False
-            time.sleep(left)
-        return True
 
 
 def _ray_entry(call: RemoteCall, flags: Any, token: str) -> Reply:
@@ -201,15 +205,11 @@ class RayExecutor(Executor):
         if not ray.is_initialized() or flags is None:  # never let a stale handle start a new Ray
             return failed(task, ExecutorUnavailableError("ray", "Ray was shut down in this process"))
         token = uuid.uuid4().hex
-        guard = threading.Lock()
-        state = {"flagged": False, "over": False}
+        flagged: list[bool] = []
         ref: Any = None
 
         def listener() -> None:
-            with guard:
-                if state["over"]:
-                    return
-                state["flagged"] = True
+            flagged.append(True)
             try:
                 done = flags.set.remote(token)
                 if self.cancel_tasks and ref is not None:
@@ -218,16 +218,11 @@ class RayExecutor(Executor):
             except Exception:  # Ray going away: the attempt's own wait reports it
                 pass
 
-        cancelled = task.context.cancelled
         try:
             ref = self._task.remote(call, flags, token)
         except Exception as exc:
             return lost(task, self.kind, f"could not submit the task: {type(exc).__name__}: {exc}")
-        add = getattr(cancelled, "add_listener", None)
-        if add is not None:
-            add(listener)
-        elif cancelled.is_set():
-            listener()
+        stop_watching = watch_cancel(task, listener)
         try:
             reply = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
@@ -240,12 +235,7 @@ class RayExecutor(Executor):
         except ray.exceptions.RayError as exc:
             return lost(task, self.kind, _describe(exc))
         finally:
-            remove = getattr(cancelled, "remove_listener", None)
-            if remove is not None:
-                remove(listener)
-            with guard:
-                state["over"] = True
-                flagged = state["flagged"]
+            stop_watching()  # after this the listener cannot run: the flag can be cleared
             if flagged:
                 try:
                     flags.clear.remote(token)

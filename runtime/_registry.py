@@ -105,31 +105,45 @@ class Retry:
 class CancelFlag(threading.Event):
     """``ActivityContext.cancelled``: an event that also tells listeners when it is set.
 
-    An executor that runs the attempt in another process registers a listener
-    to carry the flag across (a shared byte for a worker process, a flag actor
-    for Ray).
+    An executor that runs the attempt in another process watches it to carry
+    the flag across (a shared byte for a worker process, a flag actor for Ray).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self._listeners: list[Callable[[], None]] = []
+        self._listening = threading.Lock()  # set() and stopping a watch exclude each other
 
     def set(self) -> None:
-        super().set()
-        for listener in list(self._listeners):
-            listener()
+        with self._listening:
+            if self.is_set():
+                return
+            super().set()
+            for listener in self._listeners:
+                listener()
 
-    def add_listener(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` when the flag is set (at once if it already is)."""
-        self._listeners.append(listener)
-        if self.is_set():
-            listener()
+    def watch(self, listener: Callable[[], None]) -> Callable[[], None]:
+        """Call ``listener`` once when the flag is set (now, if it is already set).
 
-    def remove_listener(self, listener: Callable[[], None]) -> None:
-        try:
-            self._listeners.remove(listener)
-        except ValueError:
-            pass
+        Returns ``stop``: once it has returned, ``listener`` is never called,
+        so whatever the listener touches may be reused for another attempt.
+        """
+        with self._listening:
+            if self.is_set():
+                listener()
+                return _no_watch
+            self._listeners.append(listener)
+
+        def stop() -> None:
+            with self._listening:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return stop
+
+
+def _no_watch() -> None:
+    return None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import pickle
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,24 @@ from treadle.storage import PayloadTooLargeError, SerializationError, decode, en
 from . import _records  # noqa: F401  (registers ActivityError & co. with the codec in a worker)
 from ._errors import ActivityError, CancelledError, WorkerLostError
 from ._messages import ActivityDone
-from ._registry import ActivityContext, not_importable
+from ._registry import ActivityContext, CancelFlag, not_importable
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
 
-__all__ = ["RemoteCall", "Reply", "execute", "failed", "lost", "outcome", "prepare", "refused", "resolve"]
+__all__ = [
+    "PolledFlag",
+    "RemoteCall",
+    "Reply",
+    "execute",
+    "failed",
+    "lost",
+    "outcome",
+    "prepare",
+    "refused",
+    "resolve",
+    "watch_cancel",
+]
 
 Reply = tuple[Any, ...]
 """``("ok", packed_result)`` or ``("error", packed ActivityError, pickled original or None, lineage)``.
@@ -182,10 +195,37 @@ def outcome(task: ActivityTask, reply: Reply) -> ActivityDone:
             original = None
     if original is not None:
         error.__cause__ = original
-    lineage = tuple(reply[3]) if len(reply) > 3 and original is None else ()
+    lineage = tuple(reply[3]) if original is None else ()
     return ActivityDone(task.node, task.attempt, False, error=error, original=original, lineage=lineage)
 
 
 def lost(task: ActivityTask, executor: str, detail: str) -> ActivityDone:
     """The attempt's worker died: a failed attempt, retried as the policy says."""
     return failed(task, WorkerLostError(executor, detail))
+
+
+def watch_cancel(task: ActivityTask, listener: Callable[[], None]) -> Callable[[], None]:
+    """Call ``listener`` once when ``task``'s cancel flag is set; returns ``stop`` (see
+    :meth:`CancelFlag.watch`: after ``stop()`` the listener is never called)."""
+    flag = task.context.cancelled
+    if isinstance(flag, CancelFlag):
+        return flag.watch(listener)
+    if flag.is_set():  # a plain Event (a context built by hand): only its state now is known
+        listener()
+    return lambda: None
+
+
+class PolledFlag(threading.Event):
+    """``ActivityContext.cancelled`` on the remote side: its state lives elsewhere (a byte
+    shared with the parent, a Ray actor), so ``is_set`` reads it and ``wait`` polls."""
+
+    poll = 0.01  # seconds between two reads while waiting
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = self.poll if deadline is None else min(self.poll, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True

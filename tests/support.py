@@ -31,6 +31,15 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, message: str
         time.sleep(0.005)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, dead but not reaped yet, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 class Counter:
     """Thread-safe call counter by name."""
 

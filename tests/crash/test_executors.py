@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import wait_until
+from tests.support import process_alive, wait_until
 from treadle.runtime.testing import Scenario, crash_and_recover
 
 pytestmark = pytest.mark.crash
@@ -38,21 +38,13 @@ if __name__ == "__main__":
 """
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_kill_mid_fan_out_on_worker_processes(make_scenario: Any) -> None:
     sc: Scenario = make_scenario(BODY)
     first_workers: list[int] = []
 
     def before_recover() -> None:
         first_workers.extend(int(sc.counters.read(f"began.{i}")[0]) for i in (1, 3))
-        assert all(_alive(pid) for pid in first_workers)  # held in their attempts
+        assert all(process_alive(pid) for pid in first_workers)  # held in their attempts
         sc.counters.mark("release")  # the orphaned attempts finish, then their workers exit
 
     rec = crash_and_recover(
@@ -69,4 +61,4 @@ def test_kill_mid_fan_out_on_worker_processes(make_scenario: Any) -> None:
         assert len(runs) == (2 if i % 2 else 1), (i, runs)
     assert {pid for _, pid in rec.report["result"]}.isdisjoint({rec.first.pid, rec.second.pid})
     for pid in first_workers:
-        wait_until(lambda pid=pid: not _alive(pid), 20, f"worker {pid} of the killed runtime to exit")
+        wait_until(lambda pid=pid: not process_alive(pid), 20, f"worker {pid} of the killed runtime to exit")

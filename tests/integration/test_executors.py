@@ -20,7 +20,7 @@ import pytest
 
 from tests import executor_activities as acts
 from tests.integration import executor_cases as cases
-from tests.support import Box, wait_until
+from tests.support import Box, process_alive, wait_until
 from treadle.runtime import (
     ActivityError,
     Executor,
@@ -185,15 +185,7 @@ def test_workers_stop_with_the_runtime(box: Box) -> None:
     assert len(pids) == 2 and os.getpid() not in pids
     box.shutdown()
     for pid in pids:
-        wait_until(lambda pid=pid: not _alive(pid), 10, f"worker {pid} to exit")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
+        wait_until(lambda pid=pid: not process_alive(pid), 10, f"worker {pid} to exit")
 
 
 # -- choosing an executor -------------------------------------------------------------
@@ -308,7 +300,7 @@ def test_a_worker_that_died_while_idle_fails_no_attempt(proc: tuple[Runtime, Pro
     pids = {pid for _, pid in rt.start(acts.fan_out, 2).result(timeout=30)}
     victim = next(iter(pids))
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: not _alive(victim), 10, "the idle worker to die")
+    wait_until(lambda: not process_alive(victim), 10, "the idle worker to die")
     result = rt.start(acts.fan_out, 4).result(timeout=30)  # no retry policy: any WorkerLostError fails it
     assert [i for i, _ in result] == [0, 1, 2, 3]
     assert victim not in {pid for _, pid in result}
