@@ -107,20 +107,50 @@ class CancelFlag(threading.Event):
 
     An executor that runs the attempt in another process watches it to carry
     the flag across (a shared byte for a worker process, a flag actor for Ray).
+
+    One is built for every attempt, so it is cheap to build: a plain
+    ``threading.Event`` makes a ``Condition`` (several Python-level objects)
+    up front, this makes the event a thread waits on only when one waits.
+    That is why ``Event.__init__`` is not called: every method is overridden.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._listeners: list[Callable[[], None]] = []
-        self._listening = threading.Lock()  # set() and stopping a watch exclude each other
+    def __init__(self) -> None:  # no Event.__init__: see the class docstring
+        self._flag = False
+        self._lock = threading.Lock()  # set(), wait() and stopping a watch exclude each other
+        self._waiter: threading.Event | None = None
+        self._listeners: list[Callable[[], None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._flag
 
     def set(self) -> None:
-        with self._listening:
-            if self.is_set():
+        with self._lock:
+            if self._flag:
                 return
-            super().set()
-            for listener in self._listeners:
+            self._flag = True
+            if self._waiter is not None:
+                self._waiter.set()
+            for listener in self._listeners or ():
                 listener()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._flag = False
+            if self._waiter is not None:
+                self._waiter.clear()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        with self._lock:
+            if self._flag:
+                return True
+            if self._waiter is None:
+                self._waiter = threading.Event()
+            waiter = self._waiter
+        return waiter.wait(timeout)
+
+    def _at_fork_reinit(self) -> None:
+        self._lock = threading.Lock()
+        self._waiter = None
 
     def watch(self, listener: Callable[[], None]) -> Callable[[], None]:
         """Call ``listener`` once when the flag is set (now, if it is already set).
@@ -128,15 +158,17 @@ class CancelFlag(threading.Event):
         Returns ``stop``: once it has returned, ``listener`` is never called,
         so whatever the listener touches may be reused for another attempt.
         """
-        with self._listening:
-            if self.is_set():
+        with self._lock:
+            if self._flag:
                 listener()
                 return _no_watch
+            if self._listeners is None:
+                self._listeners = []
             self._listeners.append(listener)
 
         def stop() -> None:
-            with self._listening:
-                if listener in self._listeners:
+            with self._lock:
+                if self._listeners is not None and listener in self._listeners:
                     self._listeners.remove(listener)
 
         return stop

@@ -23,6 +23,7 @@ from ._keys import (
     signal_index_key,
     signal_key,
     signal_prefix,
+    step_key,
     timer_key,
 )
 from ._lmdb import LmdbStore
@@ -64,6 +65,7 @@ __all__ = [
     "signal_index_key",
     "signal_key",
     "signal_prefix",
+    "step_key",
     "timer_key",
     "unpack",
     "write_and_wait",

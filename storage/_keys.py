@@ -17,6 +17,7 @@ __all__ = [
     "signal_index_key",
     "signal_key",
     "signal_prefix",
+    "step_key",
     "timer_key",
 ]
 
@@ -50,6 +51,12 @@ def journal_prefix(run_id: str) -> bytes:
 def journal_key(run_id: str, step: str) -> bytes:
     """Key of step ``step`` (a path such as ``"3.1.0"``) in run ``run_id``'s journal."""
     return run_key(run_id) + _text(step)
+
+
+def step_key(prefix: bytes, step: str) -> bytes:
+    """``journal_key(run_id, step)`` from ``prefix = journal_prefix(run_id)``, without
+    hashing the run id again (a run's actor writes one key per step)."""
+    return prefix + _text(step)
 
 
 def signal_prefix(run_id: str, name: str | None = None) -> bytes:

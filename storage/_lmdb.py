@@ -21,6 +21,7 @@ import lmdb
 
 from ._envelope import open_record, seal
 from ._errors import JournalCorruptionError, StorageFullError, StoreLockedError
+from ._faults import crash_point
 from ._protocol import DATABASES, Op
 
 __all__ = ["LmdbStore"]
@@ -210,8 +211,6 @@ class LmdbStore:
 
     def apply(self, batch: Sequence[Op]) -> None:
         """Write ``batch`` in one durable transaction; grow the map when it is full."""
-        from ._faults import crash_point
-
         sealed = [(self._dbs[op.db], op.key, None if op.record is None else seal(op.record)) for op in batch]
         while True:
             txn = self._env.begin(write=True)

@@ -89,6 +89,7 @@ STORAGE_ALL = [
     "signal_index_key",
     "signal_key",
     "signal_prefix",
+    "step_key",
     "timer_key",
     "unpack",
     "write_and_wait",

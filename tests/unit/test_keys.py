@@ -12,6 +12,7 @@ from treadle.storage import (
     signal_index_key,
     signal_key,
     signal_prefix,
+    step_key,
     timer_key,
 )
 
@@ -89,6 +90,7 @@ def test_journal_keys_of_a_run_share_its_prefix(run: str) -> None:
         key = journal_key(run, step)
         assert key.startswith(prefix)
         assert not key.startswith(other)
+        assert step_key(prefix, step) == key
         assert not journal_key(run + "-other", step).startswith(prefix)
 
 

@@ -254,6 +254,36 @@ def test_activity_context_fields() -> None:
     assert ActivityContext(run_id="r", step="0").cancelled is not actx.cancelled
 
 
+def test_cancelled_flag_behaves_as_an_event() -> None:
+    """The cancel flag builds its waiting machinery lazily; it still wakes a waiter, times
+    out a wait, clears, and calls a watcher once (or at once, if already set)."""
+    flag = ActivityContext(run_id="r", step="0").cancelled
+    assert flag.wait(0.01) is False
+    woke = threading.Event()
+    result: list[bool] = []
+
+    def waiter() -> None:
+        result.append(flag.wait(10))
+        woke.set()
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    calls: list[str] = []
+    stop = flag.watch(lambda: calls.append("watched"))  # type: ignore[attr-defined]
+    flag.set()
+    flag.set()
+    assert woke.wait(10) and result == [True]
+    thread.join(10)
+    assert flag.is_set() and flag.wait() is True and calls == ["watched"]
+    stop()
+    late: list[str] = []
+    flag.watch(lambda: late.append("at once"))  # type: ignore[attr-defined]
+    assert late == ["at once"]
+    flag.clear()
+    assert not flag.is_set() and flag.wait(0.01) is False
+    assert "unset" in repr(flag)
+
+
 # --- Registry resolution ---------------------------------------------------------
 
 
