@@ -91,8 +91,9 @@ class ActivityNode(Node):
         self.started = driver.now()
         self.attempt = 1
         driver.leaf_started(self, busy=True)
-        driver.record_running(self)
+        # Dispatch first: the branch actor's thread wakes while this one records.
         self._dispatch()
+        driver.defer_running(self, 1)
 
     def _dispatch(self) -> None:
         driver = self.driver

@@ -23,11 +23,11 @@ from treadle.storage import (
     crash_point,
     decode,
     encode,
-    journal_key,
     journal_prefix,
     run_key,
     signal_key,
     signal_prefix,
+    step_key,
     timer_key,
 )
 
@@ -86,11 +86,15 @@ class RunDriver:
         port.owner = self
         self.record = record
         self.run_id: str = record["id"]
+        self.key = run_key(self.run_id)  # the run record's key, and its journal's prefix
         self.workflow = port.registry.workflow(record["wf"])
         self.log = port.log.bind(run_id=self.run_id, workflow=self.workflow.name)
         self.journal: dict[str, dict[str, Any]] = {}
         self.ops: list[Op] = []
         self.lazy_ops: list[Op] = []
+        # Activities whose lazy "running" record is not built yet: it is built when a batch
+        # leaves only if the activity is still running (a result usually supersedes it).
+        self.lazy_running: list[tuple[Node, int]] = []
         self.lazy_timer: Any = None
         self.lazy_since = 0.0
         self.lazy_only = True
@@ -280,7 +284,7 @@ class RunDriver:
         return rec
 
     def _put(self, step: str, rec: dict[str, Any], lazy: bool) -> None:
-        self.ops.append(Op("journal", journal_key(self.run_id, step), rec))
+        self.ops.append(Op("journal", step_key(self.key, step), rec))
         if not lazy:
             self.lazy_only = False
 
@@ -297,6 +301,25 @@ class RunDriver:
                     {"run": self.run_id, "step": node.step, "due": due},
                 )
             )
+
+    def defer_running(self, node: Node, attempt: int) -> None:
+        """``record_running(node)`` (lazy, no deadline), built only if it is still needed
+        when the lazy records are written."""
+        self.lazy_running.append((node, attempt))
+        self._hold_lazy()
+
+    def _lazy_records(self) -> list[Op]:
+        """The held lazy records, deferred "running" records of live activities included."""
+        if not self.lazy_running:
+            return self.lazy_ops
+        ops = []
+        for node, attempt in self.lazy_running:
+            if node.live:
+                rec = self._base(node, "running")
+                rec["a"] = attempt
+                ops.append(Op("journal", step_key(self.key, node.step), rec))
+        ops.extend(self.lazy_ops)  # after them: an "abandoned" record supersedes "running"
+        return ops
 
     def record_outcome(self, node: Node, outcome: Outcome) -> None:
         rec = self._base(node, "completed" if outcome.ok else "failed")
@@ -339,14 +362,11 @@ class RunDriver:
         if lazy:
             # Nothing waits on these ("running" records): they ride with the
             # next urgent batch, or go on their own after LAZY_DELAY.
-            if not self.lazy_ops:
-                self.lazy_since = self.port.clock.monotonic()
+            self._hold_lazy()
             self.lazy_ops.extend(ops)
-            if self.lazy_timer is None:
-                self.lazy_timer = self.port.call_later(LAZY_DELAY, FlushLazy(self))
             return
-        if self.lazy_ops:
-            ops = _last_per_key(self.lazy_ops + ops)
+        if self.lazy_ops or self.lazy_running:
+            ops = _last_per_key(self._lazy_records() + ops)
             self._drop_lazy()
         if self.persisted_status == "suspended":
             self.persisted_status = "running"
@@ -357,24 +377,33 @@ class RunDriver:
         crash_point("after_step_before_commit")
         self.port.submit(ops, batch, False)
 
+    def _hold_lazy(self) -> None:
+        """Lazy records are about to be held: note since when, and arm the timer."""
+        if not self.lazy_ops and not self.lazy_running:
+            self.lazy_since = self.port.clock.monotonic()
+        if self.lazy_timer is None:
+            self.lazy_timer = self.port.call_later(LAZY_DELAY, FlushLazy(self))
+
     def _drop_lazy(self) -> None:
         # The timer stays armed (re-arming it for every step would wake the
         # scheduler thread each time); when it fires it finds nothing or re-arms.
         # suspend() disarms it, since its message would go to the old actor.
         self.lazy_ops = []
+        self.lazy_running = []
 
     def flush_lazy(self) -> None:
         """The lazy timer fired: write records held for LAZY_DELAY, or wait for the rest."""
         self.lazy_timer = None
-        if not self.lazy_ops:
+        if not self.lazy_ops and not self.lazy_running:
             return
         waited = self.port.clock.monotonic() - self.lazy_since
         if waited < LAZY_DELAY:
             self.lazy_timer = self.port.call_later(LAZY_DELAY - waited, FlushLazy(self))
             return
-        ops = self.lazy_ops
-        self.lazy_ops = []
-        self.port.submit(ops, None, False)
+        ops = _last_per_key(self._lazy_records())
+        self._drop_lazy()
+        if ops:
+            self.port.submit(ops, None, False)
 
     def _on_committed(self, message: Committed) -> None:
         callbacks = self.batches.pop(message.batch, [])
@@ -403,7 +432,8 @@ class RunDriver:
             leaf.abandon(cancel=False, record=False)
         self.timers.clear()
         self.waiters.clear()
-        self.ops, self.after, self.lazy_ops = [], [], []
+        self.ops, self.after = [], []
+        self._drop_lazy()
         data = error_to_data(error)
         data["t"] = type_name(StorageFullError)
         self.ops.append(self._run_op({"st": "failed", "err": data, "res": None, "waits": []}))
@@ -417,6 +447,7 @@ class RunDriver:
         is freed by reference counting instead of piling up for the cyclic GC."""
         self.root = None
         self.port.owner = None
+        self.lazy_running = []
         self.journal = {}
         self.leaves.clear()
         self.busy_nodes.clear()
@@ -426,12 +457,12 @@ class RunDriver:
 
     def _run_op(self, changes: dict[str, Any]) -> Op:
         self.record = {**self.record, **changes, "up": self.now()}
-        return Op("runs", run_key(self.run_id), self.record)
+        return Op("runs", self.key, self.record)
 
     def suspend(self) -> None:
         """Persist SUSPENDED with the signal names the run waits for (no ack awaited)."""
         self.persisted_status = "suspended"
-        ops = [*self.lazy_ops, self._run_op({"st": "suspended", "waits": self.waits})]
+        ops = [*_last_per_key(self._lazy_records()), self._run_op({"st": "suspended", "waits": self.waits})]
         self._drop_lazy()
         if self.lazy_timer is not None:  # it would reach the actor this run is leaving
             self.lazy_timer.cancel()
