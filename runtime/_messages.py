@@ -134,6 +134,13 @@ class RunEnded:
 
 
 @dataclass(slots=True)
+class Resumed:
+    """The replay of parked run ``run_id`` got past the step that had diverged: it is live again."""
+
+    run_id: str
+
+
+@dataclass(slots=True)
 class Idle:
     run_id: str
     generation: int

@@ -34,6 +34,7 @@ from ._messages import (
     Passivate,
     Passivated,
     PassivateRefused,
+    Resumed,
     RetryDue,
     RunCrashed,
     RunEnded,
@@ -289,6 +290,7 @@ class RunActor(pykka.ThreadingActor):
         self.run_id = message.run_id
         try:
             driver = message.driver
+            parked = False
             if driver is None:
                 record = message.record
                 if record is None:
@@ -297,11 +299,16 @@ class RunActor(pykka.ThreadingActor):
                         raise LookupError(f"run {message.run_id} has no record")
                 driver = RunDriver(RunPort(self.services, message.run_id), record)
                 driver.fresh = message.record is not None
+                parked = record.get("st") == "parked"
             driver.port.ref = self.actor_ref
             self.driver = driver
             if not driver.begun:
                 driver.begin()
             self._after()
+            if parked and not driver.finished:
+                # The code matches the journal again. The supervisor holds the cancels it took
+                # while it could not tell whether this replay would park the run again.
+                safe_tell(self.services.supervisor, Resumed(self.run_id))
         except Exception as exc:
             self._crash(exc)
 

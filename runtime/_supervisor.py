@@ -31,7 +31,7 @@ from treadle.storage import (
 )
 
 from ._driver import CANCEL_STEP, RunDriver
-from ._errors import JournalCorruptionError, RunFinishedError, RunNotFoundError
+from ._errors import CancelledError, JournalCorruptionError, RunFinishedError, RunNotFoundError, error_to_data
 from ._messages import (
     Cancel,
     CancelChild,
@@ -44,6 +44,7 @@ from ._messages import (
     PassivateRefused,
     Pending,
     RequestCancel,
+    Resumed,
     Route,
     RunCrashed,
     RunEnded,
@@ -91,6 +92,10 @@ class Entry:
     watchers: list[tuple[str, str]] = field(default_factory=list)
     cancel_requested: bool = False
     record: dict[str, Any] | None = None  # a run just created: its record, until its first activation
+    resumed: bool = False  # a parked run whose replay got past the divergence (its actor said so)
+    # Cancels of a run stored as parked that an actor still holds: answered once it is known
+    # whether the run stays parked (it is then cancelled) or is live again.
+    parked_cancels: list[Pending] = field(default_factory=list)
 
 
 class Supervisor(pykka.ThreadingActor):
@@ -360,9 +365,18 @@ class Supervisor(pykka.ThreadingActor):
         parent = _parent(message.record)
         if parent is not None:
             watchers.append(parent)
+        cancels: list[Pending] = []
         if entry is not None:
             self._release_host(entry.ref)
             watchers.extend(w for w in entry.watchers if w not in watchers)
+            cancels = entry.parked_cancels
+            if message.status == "parked" and message.record and (entry.cancel_requested or cancels):
+                # A cancel came while the run was parking: a parked run runs no code, so it
+                # ends cancelled now, and the cancels are answered once that is durable.
+                self._end_parked(message.run_id, message.record, cancels, watchers)
+                return
+        for pending in cancels:  # the run ended, or its record cannot be read: answer afresh
+            self._answer_cancel(message.run_id, pending)
         if message.status in FINISHED:
             for parent_id, step in watchers:
                 self._route(parent_id, ChildDone(step, message.run_id, message.record))
@@ -373,6 +387,7 @@ class Supervisor(pykka.ThreadingActor):
             return
         entry.ref, entry.driver = None, None  # the crashed actor stops itself
         entry.passivating = False
+        entry.resumed = False  # its replay starts over
         entry.generation = 0  # the replaying driver counts wakes from 0 again
         entry.crashes += 1
         delay = min(0.05 * (2 ** min(entry.crashes, 10)), 30.0)
@@ -479,46 +494,104 @@ class Supervisor(pykka.ThreadingActor):
     # -- cancellation -----------------------------------------------------------------------
 
     def on_request_cancel(self, message: RequestCancel) -> tuple[str, Any]:
-        status = self._status_of(message.run_id)
+        pending = Pending()
+        kind, info = self._cancel(message.run_id, pending)
+        if kind == "held":
+            return ("sent", pending)
+        return (kind, info)
+
+    def _cancel(self, run_id: str, pending: Pending) -> tuple[str, Any]:
+        """Cancel run ``run_id``; ``pending`` is answered once the cancel is durable.
+
+        Returns ``("sent", pending)``, ``("held", None)`` (``pending`` is answered later, once
+        the supervisor knows whether the run stays parked), ``("already", None)`` or
+        ``("finished", status)``.
+        """
+        status = self._status_of(run_id)
         if status in FINISHED:
             return ("finished", status)
-        entry = self.entries.get(message.run_id)
+        entry = self.entries.get(run_id)
+        if status == "parked":
+            if entry is None:
+                # A parked run runs no code: it ends cancelled at once.
+                record = self._existing(run_id) or {}
+                parent = _parent(record)
+                self._end_parked(run_id, record, [pending], [parent] if parent else [])
+                return ("sent", pending)
+            if not entry.resumed:
+                # An actor still holds it: it has just parked (its RunEnded is on the way), or
+                # it replays the run, which may park again or resume. Writing the cancel now
+                # would race with that outcome: on_run_ended or on_resumed decides.
+                entry.parked_cancels.append(pending)
+                return ("held", None)
         if entry is not None and entry.cancel_requested:
             return ("already", None)
-        pending = Pending()
         now = self.services.clock.time()
         record = {"v": 1, "s": CANCEL_STEP, "k": "cancel", "n": None, "st": "requested", "t0": now, "o": []}
         me = self.actor_ref
-        run_id = message.run_id
 
         def ack(error: BaseException | None) -> None:
             pending.done(error)
             if error is None:
                 safe_tell(me, Route(run_id, CancelRun()))
 
-        if status == "parked" and entry is None:
-            # A parked run runs no code: it ends cancelled at once.
-            record_run = self._existing(run_id) or {}
-            ops = [Op("runs", run_key(run_id), {**record_run, "st": "cancelled", "up": now})]
-            completions = self.services.completions
-
-            def parked_ack(error: BaseException | None) -> None:
-                pending.done(error)
-                completions.notify(run_id)
-
-            self._write(WriteRequest(ops, parked_ack))
-            return ("sent", pending)
         if entry is not None:
             entry.cancel_requested = True
         self._write(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
         return ("sent", pending)
 
+    def _end_parked(
+        self, run_id: str, record: dict[str, Any], cancels: list[Pending], watchers: list[tuple[str, str]]
+    ) -> None:
+        """Write the parked run ``run_id`` cancelled (its journal is left as it is)."""
+        cancelled = {
+            **record,
+            "st": "cancelled",
+            "err": error_to_data(CancelledError()),
+            "waits": [],
+            "up": self.services.clock.time(),
+        }
+        completions = self.services.completions
+        me = self.actor_ref
+
+        def ack(error: BaseException | None) -> None:
+            for pending in cancels:
+                pending.done(error)
+            completions.notify(run_id)
+            if error is None:
+                for parent_id, step in watchers:
+                    safe_tell(me, Route(parent_id, ChildDone(step, run_id, cancelled)))
+
+        self._write(WriteRequest([Op("runs", run_key(run_id), cancelled)], ack))
+
+    def _answer_cancel(self, run_id: str, pending: Pending) -> None:
+        """Handle again a cancel held while the run's fate was open."""
+        try:
+            kind, _ = self._cancel(run_id, pending)
+        except Exception as exc:  # its record is unreadable, say: the caller is told
+            pending.done(exc)
+            return
+        if kind in ("already", "finished"):
+            pending.done(None)
+
+    def on_resumed(self, message: Resumed) -> None:
+        entry = self.entries.get(message.run_id)
+        if entry is None:
+            return
+        entry.resumed = True
+        cancels, entry.parked_cancels = entry.parked_cancels, []
+        for pending in cancels:  # it is live: the cancel goes to its code
+            self._answer_cancel(message.run_id, pending)
+
     def on_cancel(self, message: Cancel) -> bool:
-        kind, pending = self.on_request_cancel(RequestCancel(message.run_id))
+        pending = Pending()
+        kind, _ = self._cancel(message.run_id, pending)
         if kind == "sent":
             pending.wait()
             return True
-        return kind == "already"
+        # "held": answered once this actor learns whether the run stays parked, which it
+        # cannot wait for on its own thread. The cancel is taken either way.
+        return kind in ("held", "already")
 
     def on_cancel_child(self, message: CancelChild) -> None:
         try:
@@ -530,6 +603,9 @@ class Supervisor(pykka.ThreadingActor):
 
     def on_shutdown(self, message: Shutdown) -> None:
         self.closing = True
+        for entry in self.entries.values():
+            for pending in entry.parked_cancels:
+                pending.done(RuntimeError("the runtime is shutting down"))
         refs = [entry.ref for entry in self.entries.values() if entry.ref is not None] + self.idle_hosts
         self.idle_hosts = []
         for ref in refs:
@@ -555,6 +631,7 @@ _HANDLERS: dict[type, Any] = {
     Passivated: Supervisor.on_passivated,
     PassivateRefused: Supervisor.on_passivate_refused,
     RunEnded: Supervisor.on_run_ended,
+    Resumed: Supervisor.on_resumed,
     RunCrashed: Supervisor.on_crashed,
     _Restart: Supervisor.on_restart,
     SendSignal: Supervisor.on_send_signal,

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from treadle.runtime import Runtime
+from treadle.runtime import Runtime, _supervisor
 
 SHUTDOWN_TIMEOUT = 15.0
 WAIT = 5.0
@@ -38,6 +38,24 @@ def process_alive(pid: int) -> bool:
             return fh.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def supervisor_handled(monkeypatch: Any, message_type: type, run_id: str) -> threading.Event:
+    """An event set once the supervisor has handled a ``message_type`` for run ``run_id``
+    (a test's way to order a client's request against what the run's actor tells the
+    supervisor, without waiting for the request's reply)."""
+    handled = threading.Event()
+    handler = _supervisor._HANDLERS[message_type]
+
+    def observed(supervisor: Any, message: Any) -> Any:
+        try:
+            return handler(supervisor, message)
+        finally:
+            if getattr(message, "run_id", None) == run_id:
+                handled.set()
+
+    monkeypatch.setitem(_supervisor._HANDLERS, message_type, observed)
+    return handled
 
 
 class Counter:

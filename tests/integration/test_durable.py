@@ -13,16 +13,18 @@ from typing import Any
 import pykka
 import pytest
 
-from tests.support import WAIT, wait_until
+from tests.support import WAIT, supervisor_handled, wait_until
 from treadle.runtime import (
     ActivityContext,
     NonDeterminismError,
     Registry,
     RunParkedError,
     RunStatus,
+    WorkflowFailedError,
     activity,
     workflow,
 )
+from treadle.runtime._messages import RequestCancel
 from treadle.runtime._run_actor import RunActor
 from treadle.runtime.testing import FakeClock
 
@@ -117,6 +119,28 @@ def held(ctx: Any) -> Any:
         assert hold.wait(WAIT), "hold not released"
     payload = yield ctx.wait_for_signal("dur.go")
     return [a, b, payload]
+
+
+@workflow(name="dur.held_early")
+def held_early(ctx: Any) -> Any:
+    a = yield ctx.run(step, "a")
+    hold = HOLDS.get(ctx.run_id)
+    if hold is not None:
+        # Before the step that diverges: the replay has not met the changed code yet.
+        REACHED[ctx.run_id].set()
+        assert hold.wait(WAIT), "hold not released"
+    if MODE["held_early"] == "old":
+        b = yield ctx.run(step_b)
+    else:
+        b = yield ctx.run(step_c)
+    payload = yield ctx.wait_for_signal("dur.go")
+    more = yield ctx.wait_for_signal("dur.more")
+    return [a, b, payload, more]
+
+
+@workflow(name="dur.parent_of_held_early")
+def parent_of_held_early(ctx: Any) -> Any:
+    return (yield ctx.child(held_early, run_id=f"{ctx.run_id}-child"))
 
 
 @workflow(name="dur.waiter")
@@ -305,6 +329,111 @@ def test_resumed_parked_run_is_not_reported_parked(box: Any, rt: Any) -> None:
         if run_id in HOLDS:
             HOLDS[run_id].set()
     assert handle.result(timeout=WAIT) == ["a", "b", "payload"]
+
+
+def _park(box: Any, rt: Any, workflow: Any, mode: str) -> tuple[Any, str]:
+    """Start ``workflow`` with the old code, then wake it under the new code so that it parks."""
+    MODE[mode] = "old"
+    run_id = _run_id(f"dur-{mode}")
+    handle = rt.start(workflow, run_id=run_id)
+    wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="waiting on the signal")
+    wait_until(lambda: len(handle.history()) == 3, message="the signal wait's record")
+    MODE[mode] = "new"
+    rt = box.restart()
+    rt.get(run_id).signal("dur.go", "payload")
+    wait_until(lambda: rt.get(run_id).status() == RunStatus.PARKED, message="PARKED")
+    return rt, run_id
+
+
+def _cancel_in_thread(handle: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    outcome: dict[str, Any] = {}
+
+    def cancel() -> None:
+        try:
+            outcome["cancelled"] = handle.cancel()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def test_a_cancel_taken_while_a_parked_run_replays_ends_it_cancelled_when_it_parks_again(
+    box: Any, rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN.md: a parked run "ends cancelled at once" when cancelled. A parked run replayed at
+    start-up is parked again by its replay if the code still differs: a cancel the supervisor
+    took during that replay must end it cancelled, and once cancel() has returned True,
+    result() must not say parked."""
+    rt, run_id = _park(box, rt, held_early, "held_early")
+    HOLDS[run_id] = box.gate()
+    REACHED[run_id] = threading.Event()
+    took_cancel = supervisor_handled(monkeypatch, RequestCancel, run_id)
+    rt = box.restart()  # still the new code: the replay will park the run again
+    assert REACHED[run_id].wait(WAIT), "the replay reached the hold"
+    handle = rt.get(run_id)
+    canceller, outcome = _cancel_in_thread(handle)
+    assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
+    HOLDS[run_id].set()  # the replay goes on and meets the changed step
+    canceller.join(WAIT)
+    assert not canceller.is_alive(), "cancel() did not return"
+    assert outcome == {"cancelled": True}
+    with pytest.raises(WorkflowFailedError) as info:
+        handle.result(timeout=WAIT)
+    assert info.value.type == "treadle.runtime.CancelledError"
+    assert handle.status() == RunStatus.CANCELLED
+    assert "c" not in CALLS[run_id], "the changed step was not dispatched"
+
+
+def test_a_cancel_taken_while_a_parked_run_replays_reaches_it_when_it_resumes(
+    box: Any, rt: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DESIGN.md: "PARKED runs are replayed at every start-up and resume if the code now
+    matches"; `handle.cancel()` "raises CancelledError into the workflow at its current yield".
+    A cancel taken while the replay of a parked run is under way is held until the supervisor
+    knows whether the run parks again; here it resumes, so the cancel reaches its code."""
+    rt, run_id = _park(box, rt, held_early, "held_early")
+    MODE["held_early"] = "old"
+    HOLDS[run_id] = box.gate()
+    REACHED[run_id] = threading.Event()
+    took_cancel = supervisor_handled(monkeypatch, RequestCancel, run_id)
+    rt = box.restart()  # the reverted code: the replay will get past the step that had diverged
+    assert REACHED[run_id].wait(WAIT), "the replay reached the hold"
+    handle = rt.get(run_id)
+    canceller, outcome = _cancel_in_thread(handle)
+    assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
+    HOLDS[run_id].set()
+    canceller.join(WAIT)
+    assert not canceller.is_alive(), "cancel() did not return"
+    assert outcome == {"cancelled": True}
+    with pytest.raises(WorkflowFailedError) as info:
+        handle.result(timeout=WAIT)
+    assert info.value.type == "treadle.runtime.CancelledError"
+    assert handle.status() == RunStatus.CANCELLED
+    assert [(s.step, s.status) for s in handle.history()][-2:] == [("2", "completed"), ("3", "failed")]
+
+
+def test_cancelling_a_parked_child_ends_its_parents_wait(box: Any, rt: Any) -> None:
+    """DESIGN.md: a parked run "ends cancelled at once" when cancelled; `ctx.child` returns
+    "child's result". The child's end reaches its parent, as any child's end does, so the
+    parent does not wait for ever on a child that will run no more code."""
+    MODE["held_early"] = "old"
+    parent_id = _run_id("dur-parent")
+    child_id = f"{parent_id}-child"
+    rt.start(parent_of_held_early, run_id=parent_id)
+    wait_until(lambda: len(CALLS.get(child_id, [])) == 2, message="the child's steps")
+    wait_until(lambda: len(rt.get(child_id).history()) == 3, message="the child's signal wait record")
+    MODE["held_early"] = "new"
+    rt = box.restart()
+    child_handle = rt.get(child_id)
+    child_handle.signal("dur.go", "payload")
+    wait_until(lambda: child_handle.status() == RunStatus.PARKED, message="the child PARKED")
+    assert child_handle.cancel() is True
+    with pytest.raises(WorkflowFailedError) as info:
+        rt.get(parent_id).result(timeout=WAIT)
+    assert info.value.type == "treadle.runtime.CancelledError"
+    assert child_handle.status() == RunStatus.CANCELLED
 
 
 def test_non_determinism_error_carries_fields_and_can_be_caught(box: Any, rt: Any) -> None:

@@ -28,16 +28,18 @@ from typing import Any
 
 import pytest
 
-from tests.support import WAIT, Box, wait_until
+from tests.support import WAIT, Box, supervisor_handled, wait_until
 from treadle.runtime import (
     ActivityContext,
     RunParkedError,
     RunStatus,
     StorageFullError,
     WorkflowFailedError,
+    _run_actor,
     activity,
     workflow,
 )
+from treadle.runtime._messages import RequestCancel, RunEnded
 from treadle.runtime.testing import audit
 from treadle.storage import FORMAT_VERSION, JournalCorruptionError, LmdbStore, Op, journal_key, run_key
 
@@ -532,4 +534,62 @@ def test_a_parked_corrupt_run_can_be_cancelled(box: Box) -> None:
     assert handle.cancel()
     with pytest.raises(WorkflowFailedError):
         handle.result(timeout=WAIT)
+    assert handle.status() == RunStatus.CANCELLED
+
+
+def test_a_cancel_taken_before_the_supervisor_hears_of_the_park_still_cancels_the_run(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race behind a flaky `test_a_parked_corrupt_run_can_be_cancelled`: the parked record
+    is durable (result() raises RunParkedError) but the supervisor has not yet handled the run
+    actor's RunEnded when the cancel reaches it. The cancel must still end the run cancelled,
+    and once cancel() has returned True, result() must not say parked."""
+    rt = box.open()
+    run_id = _run_id("corrupt-cancel-race")
+    _gate(box, run_id)
+    rt.start(gated_steps, 1, run_id=run_id)
+    wait_until(lambda: _step_status(rt.get(run_id), "1") == "running", message="step 1 running")
+    box.shutdown()
+    GATES[run_id].set()
+    _plant(box.path, {journal_key(run_id, "0"): _unknown_version})
+
+    # Hold the run actor's RunEnded(parked) until the supervisor has taken the cancel.
+    held: list[tuple[Any, RunEnded]] = []
+    parked = threading.Event()
+    tell = _run_actor.safe_tell
+
+    def holding_tell(ref: Any, message: Any) -> None:
+        if isinstance(message, RunEnded) and message.run_id == run_id and not held:
+            held.append((ref, message))
+            parked.set()
+            return
+        tell(ref, message)
+
+    monkeypatch.setattr(_run_actor, "safe_tell", holding_tell)
+    took_cancel = supervisor_handled(monkeypatch, RequestCancel, run_id)
+
+    rt = box.open()
+    handle = rt.get(run_id)
+    assert parked.wait(WAIT), "the run did not park"
+    assert held[0][1].status == "parked"
+    _parked_error(handle)  # the parked record is durable; the supervisor does not know yet
+
+    outcome: dict[str, Any] = {}
+
+    def cancel() -> None:
+        try:
+            outcome["cancelled"] = handle.cancel()
+        except BaseException as exc:  # reported below, not lost in the thread
+            outcome["error"] = exc
+
+    canceller = threading.Thread(target=cancel, daemon=True)
+    canceller.start()
+    assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
+    tell(*held[0])
+    canceller.join(WAIT)
+    assert not canceller.is_alive(), "cancel() did not return"
+    assert outcome == {"cancelled": True}
+    with pytest.raises(WorkflowFailedError) as info:
+        handle.result(timeout=WAIT)
+    assert info.value.type == "treadle.runtime.CancelledError"
     assert handle.status() == RunStatus.CANCELLED
