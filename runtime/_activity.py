@@ -101,7 +101,7 @@ class ActivityNode(Node):
         if self.cancel_flag:
             context.cancelled.set()
         self.context = context
-        driver.port.dispatch(ActivityTask(self, self.attempt, context, driver.port.max_payload))
+        driver.dispatch(ActivityTask(self, self.attempt, context, driver.port.max_payload))
         crash_point("after_branch_spawn")
         if self.op.timeout is not None:
             self.timeout_handle = driver.port.call_later(self.op.timeout, AttemptTimedOut(self, self.attempt))

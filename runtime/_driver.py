@@ -31,7 +31,7 @@ from treadle.storage import (
     timer_key,
 )
 
-from ._activity import ActivityNode
+from ._activity import ActivityNode, ActivityTask
 from ._errors import (
     ActivityError,
     CancelledError,
@@ -119,6 +119,8 @@ class RunDriver:
         self.begun = False
         self.fresh = False  # just created: nothing in the journal yet
         self.root: GenNode | None = None
+        # While begin() replays: the attempts its steps dispatch, sent once it is done.
+        self.held: list[ActivityTask] | None = None
 
     # -- life cycle -------------------------------------------------------------
 
@@ -142,7 +144,17 @@ class RunDriver:
         if was_parked:
             # Live again while it replays; finish_run un-marks it if it parks again.
             self.port.set_resumed(True)
-        self.root.advance(None, None)
+        # Dispatches wait until the replay has gone as far as the journal takes it: a change
+        # found anywhere in it (a later branch, a generator sibling's recorded steps) parks
+        # the run before any activity runs again. The parked run abandons every node.
+        self.held = None if self.fresh else []
+        try:
+            self.root.advance(None, None)
+        finally:
+            held, self.held = self.held, None
+        for task in held or ():
+            if task.node.live:
+                self.port.dispatch(task)
         if was_parked and not self.finished:
             # The code matches the journal again: the run is live, not parked.
             self.persisted_status = "running"
@@ -150,6 +162,13 @@ class RunDriver:
             self.lazy_only = False
         if cancel_requested and not self.cancel_delivered and not self.finished:
             self.cancel()
+
+    def dispatch(self, task: ActivityTask) -> None:
+        """Hand an attempt to a branch actor (held back while begin() replays)."""
+        if self.held is not None:
+            self.held.append(task)
+        else:
+            self.port.dispatch(task)
 
     def handle(self, message: Any) -> None:
         if isinstance(message, Wake):

@@ -298,6 +298,54 @@ def test_changed_code_parks_the_run_and_reverting_resumes_it(box: Any, rt: Any) 
     assert CALLS[run_id] == ["a", "b"], "no step ran twice"
 
 
+def _branchy_tail(ctx: Any) -> Any:
+    first = yield (ctx.run(step, "b") if MODE["branchy"] == "old" else ctx.run(step_c))
+    second = yield ctx.run(step, "b2")
+    return [first, second]
+
+
+@workflow(name="dur.branchy")
+def branchy(ctx: Any) -> Any:
+    return (yield ctx.all([ctx.run(step, "a"), _branchy_tail(ctx)]))
+
+
+def test_a_change_inside_a_branch_parks_the_run_before_a_sibling_is_dispatched_again(
+    box: Any, rt: Any
+) -> None:
+    """RELIABILITY.md I4: "Divergence raises `NonDeterminismError` and parks the run with its
+    journal untouched". The change is in branch 1's first (recorded) step, which the replay
+    only meets after it has started branch 0 (unsettled, unchanged): no activity is
+    dispatched until the replay has gone as far as the journal takes it, so branch 0 does
+    not run a second time for a run that parks."""
+    MODE["branchy"] = "old"
+    run_id = _run_id("dur-branchy")
+    GATES[f"{run_id}:a"] = box.gate()
+    GATES[f"{run_id}:b2"] = box.gate()
+    handle = rt.start(branchy, run_id=run_id)
+
+    def in_flight() -> bool:
+        status = {s.step: s.status for s in handle.history()}
+        return (status.get("0.0"), status.get("0.1.0"), status.get("0.1.1")) == (
+            "running",
+            "completed",
+            "running",
+        )
+
+    wait_until(in_flight, message="branch 0 and branch 1's second step recorded running")
+    try:
+        MODE["branchy"] = "new"
+        rt = box.restart()
+        handle = rt.get(run_id)
+        wait_until(lambda: handle.status() == RunStatus.PARKED, message="PARKED")
+        # A dispatch would have come before the park, while the same message was handled.
+        assert rt._services.pool.stats()[1] == 0, "no activity was dispatched by the replay"
+        assert sorted(CALLS[run_id]) == ["a", "b", "b2"]
+        with pytest.raises(RunParkedError, match=r"step 0\.1\.0"):
+            handle.result(timeout=WAIT)
+    finally:
+        MODE["branchy"] = "old"
+
+
 def test_resumed_parked_run_is_not_reported_parked(box: Any, rt: Any) -> None:
     """DESIGN.md: "PARKED runs are replayed at every start-up and resume if the code now
     matches"; "`handle.result()` ... the return value"; "handle.status() # a RunStatus:
