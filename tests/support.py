@@ -58,6 +58,39 @@ def supervisor_handled(monkeypatch: Any, message_type: type, run_id: str) -> thr
     return handled
 
 
+def cancel_in_thread(handle: Any) -> tuple[threading.Thread, dict[str, Any]]:
+    """Call ``handle.cancel()`` in a thread (it may be held): the thread and its outcome,
+    ``{"cancelled": bool}`` or ``{"error": exc}``."""
+    outcome: dict[str, Any] = {}
+
+    def cancel() -> None:
+        try:
+            outcome["cancelled"] = handle.cancel()
+        except BaseException as exc:  # reported by the test, not lost in the thread
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=cancel, daemon=True)
+    thread.start()
+    return thread, outcome
+
+
+def assert_cancel_ended_the_run(canceller: threading.Thread, outcome: dict[str, Any], handle: Any) -> None:
+    """``cancel_in_thread``'s cancel returned True and the run ended CANCELLED: its result
+    raises the CancelledError (never RunParkedError)."""
+    from treadle.runtime import RunStatus, WorkflowFailedError
+
+    canceller.join(WAIT)
+    assert not canceller.is_alive(), "cancel() did not return"
+    assert outcome == {"cancelled": True}
+    try:
+        handle.result(timeout=WAIT)
+    except WorkflowFailedError as exc:
+        assert exc.type == "treadle.runtime.CancelledError"
+    else:
+        raise AssertionError("result() returned: the run was not cancelled")
+    assert handle.status() == RunStatus.CANCELLED
+
+
 class Counter:
     """Thread-safe call counter by name."""
 

@@ -13,7 +13,7 @@ from typing import Any
 import pykka
 import pytest
 
-from tests.support import WAIT, supervisor_handled, wait_until
+from tests.support import WAIT, assert_cancel_ended_the_run, cancel_in_thread, supervisor_handled, wait_until
 from treadle.runtime import (
     ActivityContext,
     NonDeterminismError,
@@ -393,20 +393,6 @@ def _park(box: Any, rt: Any, workflow: Any, mode: str) -> tuple[Any, str]:
     return rt, run_id
 
 
-def _cancel_in_thread(handle: Any) -> tuple[threading.Thread, dict[str, Any]]:
-    outcome: dict[str, Any] = {}
-
-    def cancel() -> None:
-        try:
-            outcome["cancelled"] = handle.cancel()
-        except BaseException as exc:  # reported by the test, not lost in the thread
-            outcome["error"] = exc
-
-    thread = threading.Thread(target=cancel, daemon=True)
-    thread.start()
-    return thread, outcome
-
-
 def test_a_cancel_taken_while_a_parked_run_replays_ends_it_cancelled_when_it_parks_again(
     box: Any, rt: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -421,16 +407,10 @@ def test_a_cancel_taken_while_a_parked_run_replays_ends_it_cancelled_when_it_par
     rt = box.restart()  # still the new code: the replay will park the run again
     assert REACHED[run_id].wait(WAIT), "the replay reached the hold"
     handle = rt.get(run_id)
-    canceller, outcome = _cancel_in_thread(handle)
+    canceller, outcome = cancel_in_thread(handle)
     assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
     HOLDS[run_id].set()  # the replay goes on and meets the changed step
-    canceller.join(WAIT)
-    assert not canceller.is_alive(), "cancel() did not return"
-    assert outcome == {"cancelled": True}
-    with pytest.raises(WorkflowFailedError) as info:
-        handle.result(timeout=WAIT)
-    assert info.value.type == "treadle.runtime.CancelledError"
-    assert handle.status() == RunStatus.CANCELLED
+    assert_cancel_ended_the_run(canceller, outcome, handle)
     assert "c" not in CALLS[run_id], "the changed step was not dispatched"
 
 
@@ -449,16 +429,10 @@ def test_a_cancel_taken_while_a_parked_run_replays_reaches_it_when_it_resumes(
     rt = box.restart()  # the reverted code: the replay will get past the step that had diverged
     assert REACHED[run_id].wait(WAIT), "the replay reached the hold"
     handle = rt.get(run_id)
-    canceller, outcome = _cancel_in_thread(handle)
+    canceller, outcome = cancel_in_thread(handle)
     assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
     HOLDS[run_id].set()
-    canceller.join(WAIT)
-    assert not canceller.is_alive(), "cancel() did not return"
-    assert outcome == {"cancelled": True}
-    with pytest.raises(WorkflowFailedError) as info:
-        handle.result(timeout=WAIT)
-    assert info.value.type == "treadle.runtime.CancelledError"
-    assert handle.status() == RunStatus.CANCELLED
+    assert_cancel_ended_the_run(canceller, outcome, handle)
     assert [(s.step, s.status) for s in handle.history()][-2:] == [("2", "completed"), ("3", "failed")]
 
 

@@ -28,7 +28,14 @@ from typing import Any
 
 import pytest
 
-from tests.support import WAIT, Box, supervisor_handled, wait_until
+from tests.support import (
+    WAIT,
+    Box,
+    assert_cancel_ended_the_run,
+    cancel_in_thread,
+    supervisor_handled,
+    wait_until,
+)
 from treadle.runtime import (
     ActivityContext,
     RunParkedError,
@@ -574,22 +581,7 @@ def test_a_cancel_taken_before_the_supervisor_hears_of_the_park_still_cancels_th
     assert held[0][1].status == "parked"
     _parked_error(handle)  # the parked record is durable; the supervisor does not know yet
 
-    outcome: dict[str, Any] = {}
-
-    def cancel() -> None:
-        try:
-            outcome["cancelled"] = handle.cancel()
-        except BaseException as exc:  # reported below, not lost in the thread
-            outcome["error"] = exc
-
-    canceller = threading.Thread(target=cancel, daemon=True)
-    canceller.start()
+    canceller, outcome = cancel_in_thread(handle)
     assert took_cancel.wait(WAIT), "the supervisor did not take the cancel"
     tell(*held[0])
-    canceller.join(WAIT)
-    assert not canceller.is_alive(), "cancel() did not return"
-    assert outcome == {"cancelled": True}
-    with pytest.raises(WorkflowFailedError) as info:
-        handle.result(timeout=WAIT)
-    assert info.value.type == "treadle.runtime.CancelledError"
-    assert handle.status() == RunStatus.CANCELLED
+    assert_cancel_ended_the_run(canceller, outcome, handle)
