@@ -5,7 +5,9 @@ Measures, in one invocation:
 * the floor of the stack: a durable LMDB commit of 1 record (and of 100
   records) on a raw ``lmdb`` environment opened like treadle's store
   (``sync=True``, ``metasync=True``), in the same folder tree as every store
-  below, at the start and at the end of the run;
+  below, at the start and at the end of the run; and a round trip between two
+  threads (two ``SimpleQueue`` hand-offs), the least a step's dispatch to its
+  branch actor and its result's way back cost;
 * every treadle benchmark, each in its own child process (clean RSS, clean
   registry), with ``durability="sync"``;
 * the same workloads written idiomatically for DBOS (embedded SQLite, FULL
@@ -26,10 +28,12 @@ import json
 import math
 import os
 import platform
+import queue
 import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -187,7 +191,29 @@ def measure_floor(tmp: str, commits: int, batches: int) -> dict[str, list[float]
     finally:
         env.close()
         shutil.rmtree(path, ignore_errors=True)
-    return {"1 record/txn": singles, "100 records/txn": hundreds}
+    return {"1 record/txn": singles, "100 records/txn": hundreds, "thread round trip": round_trips(commits)}
+
+
+def round_trips(count: int) -> list[float]:
+    """Two thread hand-offs through ``queue.SimpleQueue`` (what a step's dispatch to its branch
+    actor and the result's way back cost at the least), in ms: the other floor of a step."""
+    there: queue.SimpleQueue[int] = queue.SimpleQueue()
+    back: queue.SimpleQueue[int] = queue.SimpleQueue()
+
+    def echo() -> None:
+        for _ in range(count + 20):
+            back.put(there.get())
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    times = []
+    for i in range(count + 20):
+        t0 = time.perf_counter()
+        there.put(i)
+        back.get(timeout=10)
+        times.append((time.perf_counter() - t0) * 1000)
+    thread.join(10)
+    return times[20:]  # the first ones start the thread
 
 
 # -- children -------------------------------------------------------------------------------
@@ -517,6 +543,15 @@ def main(argv: list[str] | None = None) -> int:
             2 * batches,
             note="per txn",
         ),
+        Row(
+            "floor",
+            "thread round trip",
+            "ms",
+            median(floor_start["thread round trip"] + floor_end["thread round trip"]),
+            p99(floor_start["thread round trip"] + floor_end["thread round trip"]),
+            2 * commits,
+            note="2 hand-offs between threads",
+        ),
     ]
     floor_rows[0].note = f"reference: pooled median {fmt(floor_ms)} ms"
     for r in floor_rows:
@@ -539,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     for r in final:
         if r.bench == "seq_steps" and r.metric == "step gap":
             r.target = f"p50 <= 1.25x floor = {fmt(1.25 * floor_ms)} ms"
+            least = floor_ms + floor_rows[-1].median
+            r.note = f"commit + round trip = {fmt(least)} ms ({least / floor_ms:.2f}x)"
 
     info["loadavg_end"] = os.getloadavg()
     print()
