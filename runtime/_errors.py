@@ -259,6 +259,10 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
+_USAGE: tuple[type[Exception], ...] = (ValueError, TypeError)
+_USAGE_BY_NAME = {type_name(cls): cls for cls in _USAGE}
+
+
 def error_to_data(exc: BaseException) -> dict[str, Any]:
     """The stored form of an error seen by a workflow."""
     if isinstance(exc, CancelledError):
@@ -282,6 +286,10 @@ def error_to_data(exc: BaseException) -> dict[str, Any]:
         }
     if isinstance(exc, TimeoutError) and not isinstance(exc, ActivityError):
         return {"c": "timeout", "t": type_name(TimeoutError), "m": str(exc)}
+    if type(exc) in _USAGE:
+        # Raised by the runtime into a workflow (a second wait on one signal name in a
+        # coordination tree): replayed as the same class, so an `except` around it replays.
+        return {"c": "usage", "t": type_name(type(exc)), "m": _message_of(exc)}
     error = ActivityError.from_exception(exc)
     data: dict[str, Any] = {
         "c": "activity_timeout" if isinstance(error, ActivityTimeoutError) else "activity",
@@ -332,6 +340,8 @@ def error_from_data(data: dict[str, Any], run_id: str = "?") -> BaseException:
         return AllBranchesFailedError(message, _failures_from(data.get("f")))
     if kind == "timeout":
         return TimeoutError(message)
+    if kind == "usage":
+        return _USAGE_BY_NAME.get(data.get("t", ""), ValueError)(message)
     cls_ = ActivityTimeoutError if kind == "activity_timeout" else ActivityError
     return cls_(
         data.get("t", "builtins.Exception"),

@@ -245,6 +245,39 @@ def test_waiting_run_resumes_when_its_signal_arrives_after_a_restart(box: Any, r
     assert handle.result(timeout=WAIT) == [1, 2]
 
 
+def _second_waiter(ctx: Any) -> Any:
+    try:
+        got = yield ctx.wait_for_signal("sig.dup")
+    except ValueError:
+        got = "rejected"
+    done = yield ctx.run(gated)
+    return [got, done]
+
+
+@workflow(name="sig.dup_in_generator")
+def dup_in_generator(ctx: Any) -> Any:
+    return (yield ctx.all([ctx.wait_for_signal("sig.dup"), _second_waiter(ctx)]))
+
+
+def test_a_second_wait_in_a_generator_branch_raises_value_error_and_replays_as_one(box: Any, rt: Any) -> None:
+    """DESIGN.md: "Two branches of one coordination tree waiting on the same signal name are
+    rejected with `ValueError`"; RELIABILITY.md I4: "Replay makes the same decisions". A
+    generator branch can only be checked when its wait starts; the workflow catches the
+    `ValueError`; the branch is still running at a restart, so the replay runs its code again
+    and raises the same class there: the workflow takes the same path (before, the replay
+    raised an `ActivityError`, which the `except` missed, and the run failed)."""
+    run_id = _run_id("sig-dup")
+    GATES[run_id] = box.gate()
+    handle = rt.start(dup_in_generator, run_id=run_id)
+    wait_until(lambda: CALLS.get(run_id) == ["gated"], message="the branch got past its rejected wait")
+    rt = box.restart()  # the branch's activity is in flight: the branch replays from its steps
+    handle = rt.get(run_id)
+    wait_until(lambda: CALLS.get(run_id) == ["gated", "gated"], message="the unsettled activity again")
+    GATES[run_id].set()
+    assert handle.signal("sig.dup", "payload") is True
+    assert handle.result(timeout=WAIT) == ["payload", ["rejected", "ok"]]
+
+
 def test_deadline_idiom_signal_first(rt: Any) -> None:
     """DESIGN.md: "approval (wait_for_signal with deadline)"; race: "the first branch to
     settle ... decides the result"; "a losing sleep clears its timer"."""
