@@ -517,41 +517,18 @@ def main(argv: list[str] | None = None) -> int:
     floor_end = measure_floor(base, commits, batches)
     singles = floor_start["1 record/txn"] + floor_end["1 record/txn"]
     floor_ms = median(singles)
+
+    def floor_row(metric: str, samples: list[float], note: str = "") -> Row:
+        return Row("floor", metric, "ms", median(samples), p99(samples), len(samples), note=note)
+
+    def both(key: str) -> list[float]:
+        return floor_start[key] + floor_end[key]
+
     floor_rows = [
-        Row(
-            "floor",
-            "1 record/txn (start)",
-            "ms",
-            median(floor_start["1 record/txn"]),
-            p99(floor_start["1 record/txn"]),
-            commits,
-        ),
-        Row(
-            "floor",
-            "1 record/txn (end)",
-            "ms",
-            median(floor_end["1 record/txn"]),
-            p99(floor_end["1 record/txn"]),
-            commits,
-        ),
-        Row(
-            "floor",
-            "100 records/txn",
-            "ms",
-            median(floor_start["100 records/txn"] + floor_end["100 records/txn"]),
-            p99(floor_start["100 records/txn"] + floor_end["100 records/txn"]),
-            2 * batches,
-            note="per txn",
-        ),
-        Row(
-            "floor",
-            "thread round trip",
-            "ms",
-            median(floor_start["thread round trip"] + floor_end["thread round trip"]),
-            p99(floor_start["thread round trip"] + floor_end["thread round trip"]),
-            2 * commits,
-            note="2 hand-offs between threads",
-        ),
+        floor_row("1 record/txn (start)", floor_start["1 record/txn"]),
+        floor_row("1 record/txn (end)", floor_end["1 record/txn"]),
+        floor_row("100 records/txn", both("100 records/txn"), "per txn"),
+        floor_row("thread round trip", both("thread round trip"), "2 hand-offs between threads"),
     ]
     floor_rows[0].note = f"reference: pooled median {fmt(floor_ms)} ms"
     for r in floor_rows:

@@ -524,16 +524,23 @@ def test_corrupt_run_record_does_not_stop_start_up_and_the_others_are_listed(box
     assert rt.start(gated_steps, 3, run_id=after).result(timeout=WAIT) == [30, 40]
 
 
-def test_a_parked_corrupt_run_can_be_cancelled(box: Box) -> None:
-    """A parked run runs no code: cancelling it ends it at once (the journal is left as it is)."""
+def _corrupt_a_running_run(box: Box, prefix: str) -> str:
+    """A run whose step 1 was running when the runtime shut down, with its step 0 record
+    corrupted since: the next runtime parks it (the runtime is left shut down)."""
     rt = box.open()
-    run_id = _run_id("corrupt-cancel")
+    run_id = _run_id(prefix)
     _gate(box, run_id)
     rt.start(gated_steps, 1, run_id=run_id)
     wait_until(lambda: _step_status(rt.get(run_id), "1") == "running", message="step 1 running")
     box.shutdown()
     GATES[run_id].set()
     _plant(box.path, {journal_key(run_id, "0"): _unknown_version})
+    return run_id
+
+
+def test_a_parked_corrupt_run_can_be_cancelled(box: Box) -> None:
+    """A parked run runs no code: cancelling it ends it at once (the journal is left as it is)."""
+    run_id = _corrupt_a_running_run(box, "corrupt-cancel")
 
     rt = box.open()
     handle = rt.get(run_id)
@@ -551,14 +558,7 @@ def test_a_cancel_taken_before_the_supervisor_hears_of_the_park_still_cancels_th
     is durable (result() raises RunParkedError) but the supervisor has not yet handled the run
     actor's RunEnded when the cancel reaches it. The cancel must still end the run cancelled,
     and once cancel() has returned True, result() must not say parked."""
-    rt = box.open()
-    run_id = _run_id("corrupt-cancel-race")
-    _gate(box, run_id)
-    rt.start(gated_steps, 1, run_id=run_id)
-    wait_until(lambda: _step_status(rt.get(run_id), "1") == "running", message="step 1 running")
-    box.shutdown()
-    GATES[run_id].set()
-    _plant(box.path, {journal_key(run_id, "0"): _unknown_version})
+    run_id = _corrupt_a_running_run(box, "corrupt-cancel-race")
 
     # Hold the run actor's RunEnded(parked) until the supervisor has taken the cancel.
     held: list[tuple[Any, RunEnded]] = []
