@@ -93,7 +93,7 @@ class ActivityNode(Node):
         driver.leaf_started(self, busy=True)
         # Dispatch first: the branch actor's thread wakes while this one records.
         self._dispatch()
-        driver.defer_running(self, 1)
+        driver.writes.defer_running(self, 1)
 
     def _dispatch(self) -> None:
         driver = self.driver

@@ -5,14 +5,13 @@ actor's thread. It turns yielded operations into nodes (``_nodes``,
 ``_parallel``), looks each step id up in the journal, feeds recorded outcomes
 back without dispatching, and dispatches only what is new.
 
-Writes made while handling one message form one batch; generators resume
-only after the batch that recorded what they are resumed with is durable.
+What it records goes through its ``RunWrites`` (``_writes``): one batch per
+message, and what waits on a record runs once that record is durable.
 """
 
 from __future__ import annotations
 
 import types
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from treadle.storage import (
@@ -20,15 +19,11 @@ from treadle.storage import (
     PayloadTooLargeError,
     SerializationError,
     StorageFullError,
-    crash_point,
     decode,
     encode,
     journal_prefix,
-    run_key,
     signal_key,
     signal_prefix,
-    step_key,
-    timer_key,
 )
 
 from ._activity import ActivityNode, ActivityTask
@@ -68,6 +63,7 @@ from ._ops import (
 from ._parallel import Coordinator
 from ._records import COORDINATOR_KINDS, shape_value
 from ._topology import replay_mismatch
+from ._writes import RunWrites
 
 if TYPE_CHECKING:
     from ._run_actor import RunPort
@@ -75,7 +71,6 @@ if TYPE_CHECKING:
 __all__ = ["CANCEL_STEP", "RunDriver"]
 
 CANCEL_STEP = "@cancel"
-LAZY_DELAY = 0.05  # seconds a "running" record may wait for a batch to ride with
 
 
 class RunDriver:
@@ -84,23 +79,11 @@ class RunDriver:
     def __init__(self, port: RunPort, record: dict[str, Any]) -> None:
         self.port = port
         port.owner = self
-        self.record = record
         self.run_id: str = record["id"]
-        self.key = run_key(self.run_id)  # the run record's key, and its journal's prefix
+        self.writes = RunWrites(port, self.run_id, record)
         self.workflow = port.registry.workflow(record["wf"])
         self.log = port.log.bind(run_id=self.run_id, workflow=self.workflow.name)
         self.journal: dict[str, dict[str, Any]] = {}
-        self.ops: list[Op] = []
-        self.lazy_ops: list[Op] = []
-        # Activities whose lazy "running" record is not built yet: it is built when a batch
-        # leaves only if the activity is still running (a result usually supersedes it).
-        self.lazy_running: list[tuple[Node, int]] = []
-        self.lazy_timer: Any = None
-        self.lazy_since = 0.0
-        self.lazy_only = True
-        self.after: list[Callable[[], None]] = []
-        self.batches: dict[int, list[Callable[[], None]]] = {}
-        self.next_batch = 0
         self.leaves: set[Node] = set()
         self.busy_nodes: set[Node] = set()
         self.waiters: dict[str, SignalNode] = {}
@@ -109,10 +92,8 @@ class RunDriver:
         self.reserved: set[tuple[str, int]] = set()
         self.released: set[str] = set()
         self.finished = False
-        self.quiet = False  # set while abandoning a tree that met changed code: record nothing
         self.store_full = False
         self.final_status: str | None = None
-        self.persisted_status: str = record.get("st", "running")
         self.cancel_pending = False
         self.cancel_delivered = False
         self.generation = 0
@@ -132,7 +113,7 @@ class RunDriver:
                 rec["s"]: rec for rec in self.port.store.values("journal", journal_prefix(self.run_id))
             }
         cancel_requested = CANCEL_STEP in self.journal
-        args = decode(self.record.get("args")) or []
+        args = decode(self.writes.record.get("args")) or []
         ctx = Context(self.run_id, self.workflow.name, self.port.registry, self.port.max_payload)
         try:
             gen = self.workflow.fn(ctx, *args)
@@ -140,7 +121,7 @@ class RunDriver:
             self.finish_run(False, None, exc)
             return
         self.root = GenNode(self, "", None, (), 0, gen, is_root=True)
-        was_parked = self.persisted_status == "parked"
+        was_parked = self.writes.persisted_status == "parked"
         if was_parked:
             # Live again while it replays; finish_run un-marks it if it parks again.
             self.port.set_resumed(True)
@@ -157,9 +138,8 @@ class RunDriver:
                 self.port.dispatch(task)
         if was_parked and not self.finished:
             # The code matches the journal again: the run is live, not parked.
-            self.persisted_status = "running"
-            self.ops.append(self._run_op({"st": "running", "err": None}))
-            self.lazy_only = False
+            self.writes.persisted_status = "running"
+            self.writes.update_run({"st": "running", "err": None})
         if cancel_requested and not self.cancel_delivered and not self.finished:
             self.cancel()
 
@@ -199,8 +179,8 @@ class RunDriver:
             if child is not None:
                 child.on_child_done(message)
         elif isinstance(message, FlushLazy):
-            if message.driver is self:
-                self.flush_lazy()
+            if message.writes is self.writes:
+                self.writes.flush_lazy()
         elif isinstance(message, CancelRun):
             self.cancel()
         else:
@@ -211,9 +191,7 @@ class RunDriver:
     @property
     def idle(self) -> bool:
         """Nothing to do until a timer, a signal or a child wakes the run."""
-        return (
-            not self.finished and not self.busy_nodes and not self.batches and not self.ops and not self.after
-        )
+        return not self.finished and not self.busy_nodes and self.writes.settled
 
     @property
     def waits(self) -> list[str]:
@@ -287,145 +265,8 @@ class RunDriver:
     def decode(self, packed: bytes | None) -> Any:
         return decode(packed)
 
-    def _base(self, node: Node, status: str) -> dict[str, Any]:
-        rec: dict[str, Any] = {
-            "v": 1,
-            "s": node.step,
-            "k": node.kind,
-            "n": node.name,
-            "st": status,
-            "t0": node.started or self.now(),
-            "o": list(node.order),
-        }
-        extra = node.record_extra()
-        if extra:
-            rec.update(extra)
-        return rec
-
-    def _put(self, step: str, rec: dict[str, Any], lazy: bool) -> None:
-        self.ops.append(Op("journal", step_key(self.key, step), rec))
-        if not lazy:
-            self.lazy_only = False
-
-    def record_running(self, node: Node, lazy: bool = True) -> None:
-        rec = self._base(node, "running")
-        rec["a"] = getattr(node, "attempt", 1) or 1
-        self._put(node.step, rec, lazy)
-        due = rec.get("dl")
-        if due is not None:
-            self.ops.append(
-                Op(
-                    "timers",
-                    timer_key(float(due), self.run_id, node.step),
-                    {"run": self.run_id, "step": node.step, "due": due},
-                )
-            )
-
-    def defer_running(self, node: Node, attempt: int) -> None:
-        """``record_running(node)`` (lazy, no deadline), built only if it is still needed
-        when the lazy records are written."""
-        self.lazy_running.append((node, attempt))
-        self._hold_lazy()
-
-    def _lazy_records(self) -> list[Op]:
-        """The held lazy records, deferred "running" records of live activities included."""
-        if not self.lazy_running:
-            return self.lazy_ops
-        ops = []
-        for node, attempt in self.lazy_running:
-            if node.live:
-                rec = self._base(node, "running")
-                rec["a"] = attempt
-                ops.append(Op("journal", step_key(self.key, node.step), rec))
-        ops.extend(self.lazy_ops)  # after them: an "abandoned" record supersedes "running"
-        return ops
-
-    def record_outcome(self, node: Node, outcome: Outcome) -> None:
-        rec = self._base(node, "completed" if outcome.ok else "failed")
-        rec["a"] = outcome.attempt
-        rec["t1"] = outcome.finished or self.now()
-        if outcome.ok:
-            rec["val"] = outcome.packed
-        else:
-            assert outcome.error is not None
-            rec["err"] = error_to_data(outcome.error)
-        if outcome.res:
-            rec["res"] = outcome.res
-        if outcome.extra:
-            rec.update(outcome.extra)
-        self._put(node.step, rec, lazy=False)
-
-    def record_abandoned(self, node: Node) -> None:
-        if self.quiet:
-            return
-        rec = self._base(node, "abandoned")
-        rec["a"] = getattr(node, "attempt", 1) or 1
-        rec["t1"] = self.now()
-        self._put(node.step, rec, lazy=True)
-
-    def must_defer(self) -> bool:
-        """Whether something recorded is not durable yet (a new step must wait for it)."""
-        return not self.lazy_only or bool(self.batches)
-
-    def after_commit(self, callback: Callable[[], None]) -> None:
-        """Run ``callback`` once what was recorded so far is durable."""
-        self.after.append(callback)
-
-    def flush(self) -> None:
-        """Send what this message recorded to the writer, as one batch."""
-        if not self.ops and not self.after:
-            return
-        ops, callbacks = self.ops, self.after
-        lazy = self.lazy_only and not callbacks  # someone waits on it: commit it promptly
-        self.ops, self.after, self.lazy_only = [], [], True
-        if lazy:
-            # Nothing waits on these ("running" records): they ride with the
-            # next urgent batch, or go on their own after LAZY_DELAY.
-            self._hold_lazy()
-            self.lazy_ops.extend(ops)
-            return
-        if self.lazy_ops or self.lazy_running:
-            ops = _last_per_key(self._lazy_records() + ops)
-            self._drop_lazy()
-        if self.persisted_status == "suspended":
-            self.persisted_status = "running"
-            ops.append(self._run_op({"st": "running", "waits": []}))
-        batch = self.next_batch
-        self.next_batch += 1
-        self.batches[batch] = callbacks
-        crash_point("after_step_before_commit")
-        self.port.submit(ops, batch, False)
-
-    def _hold_lazy(self) -> None:
-        """Lazy records are about to be held: note since when, and arm the timer."""
-        if not self.lazy_ops and not self.lazy_running:
-            self.lazy_since = self.port.clock.monotonic()
-        if self.lazy_timer is None:
-            self.lazy_timer = self.port.call_later(LAZY_DELAY, FlushLazy(self))
-
-    def _drop_lazy(self) -> None:
-        # The timer stays armed (re-arming it for every step would wake the
-        # scheduler thread each time); when it fires it finds nothing or re-arms.
-        # suspend() disarms it, since its message would go to the old actor.
-        self.lazy_ops = []
-        self.lazy_running = []
-
-    def flush_lazy(self) -> None:
-        """The lazy timer fired: write records held for LAZY_DELAY, or wait for the rest."""
-        self.lazy_timer = None
-        if not self.lazy_ops and not self.lazy_running:
-            return
-        waited = self.port.clock.monotonic() - self.lazy_since
-        if waited < LAZY_DELAY:
-            self.lazy_timer = self.port.call_later(LAZY_DELAY - waited, FlushLazy(self))
-            return
-        ops = _last_per_key(self._lazy_records())
-        self._drop_lazy()
-        if ops:
-            self.port.submit(ops, None, False)
-
     def _on_committed(self, message: Committed) -> None:
-        callbacks = self.batches.pop(message.batch, [])
+        callbacks = self.writes.committed(message.batch)
         error = message.error
         if error is not None:
             if isinstance(error, StorageFullError) and not error.transient and not self.store_full:
@@ -451,14 +292,12 @@ class RunDriver:
             leaf.abandon(cancel=False, record=False)
         self.timers.clear()
         self.waiters.clear()
-        self.ops, self.after = [], []
-        self._drop_lazy()
+        self.writes.discard()
         data = error_to_data(error)
         data["t"] = type_name(StorageFullError)
-        self.ops.append(self._run_op({"st": "failed", "err": data, "res": None, "waits": []}))
-        self.lazy_only = False
-        record = self.record
-        self.after_commit(lambda: self.port.run_finished("failed", record))
+        self.writes.update_run({"st": "failed", "err": data, "res": None, "waits": []})
+        record = self.writes.record
+        self.writes.after_commit(lambda: self.port.run_finished("failed", record))
 
     def dispose(self) -> None:
         """The run has ended and its last batch is durable: drop what ties the run's objects
@@ -466,7 +305,7 @@ class RunDriver:
         is freed by reference counting instead of piling up for the cyclic GC."""
         self.root = None
         self.port.owner = None
-        self.lazy_running = []
+        self.writes.drop_lazy()
         self.journal = {}
         self.leaves.clear()
         self.busy_nodes.clear()
@@ -474,19 +313,9 @@ class RunDriver:
         self.children.clear()
         self.timers.clear()
 
-    def _run_op(self, changes: dict[str, Any]) -> Op:
-        self.record = {**self.record, **changes, "up": self.now()}
-        return Op("runs", self.key, self.record)
-
     def suspend(self) -> None:
         """Persist SUSPENDED with the signal names the run waits for (no ack awaited)."""
-        self.persisted_status = "suspended"
-        ops = [*_last_per_key(self._lazy_records()), self._run_op({"st": "suspended", "waits": self.waits})]
-        self._drop_lazy()
-        if self.lazy_timer is not None:  # it would reach the actor this run is leaving
-            self.lazy_timer.cancel()
-            self.lazy_timer = None
-        self.port.submit(ops, None, True)
+        self.writes.suspend(self.waits)
 
     # -- timers -------------------------------------------------------------------
 
@@ -499,7 +328,7 @@ class RunDriver:
             return
         del self.timers[node.step]
         self.port.remove_timer(node.step)
-        self.ops.append(Op("timers", timer_key(due, self.run_id, node.step), None))
+        self.writes.delete_timer(due, node.step)
 
     # -- signals -------------------------------------------------------------------
 
@@ -520,7 +349,7 @@ class RunDriver:
             key = signal_key(self.run_id, name, seq)
             rec = self.port.store.get("signals", key)
             if rec is not None:
-                self.ops.append(Op("signals", key, {**rec, "consumed": True, "by": step}))
+                self.writes.put(Op("signals", key, {**rec, "consumed": True, "by": step}), urgent=False)
 
     def release(self, res: list[Any]) -> None:
         for name, seq in res:
@@ -554,9 +383,9 @@ class RunDriver:
         node.abandon(cancel=True, record=False)
         self.root.current = None
         outcome = Outcome(False, error=CancelledError(), finished=self.now())
-        self.record_outcome(node, outcome)
+        self.writes.record_outcome(node, outcome)
         root = self.root
-        self.after_commit(lambda: root.resume(outcome))
+        self.writes.after_commit(lambda: root.resume(outcome))
 
     # -- the end ---------------------------------------------------------------------
 
@@ -598,14 +427,12 @@ class RunDriver:
             leaf.abandon(cancel=False, record=status != "parked")
         self.timers.clear()
         self.waiters.clear()
-        self.ops.append(self._run_op(changes))
-        self.lazy_only = False
-        if self.lazy_timer is not None:  # the lazy records go with this batch: no wake-up later
-            self.lazy_timer.cancel()
-            self.lazy_timer = None
-        self.persisted_status = status
-        record = self.record
-        self.after_commit(lambda: self.port.run_finished(status, record))
+        writes = self.writes
+        writes.update_run(changes)
+        writes.stop_lazy_timer()  # the lazy records go with this batch: no wake-up later
+        writes.persisted_status = status
+        record = writes.record
+        writes.after_commit(lambda: self.port.run_finished(status, record))
 
 
 class StoreStalled(Exception):
@@ -614,9 +441,3 @@ class StoreStalled(Exception):
     def __init__(self, error: BaseException) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-def _last_per_key(ops: list[Op]) -> list[Op]:
-    """Keep the last write of each key (a "running" record superseded by its outcome)."""
-    last = {(op.db, op.key): index for index, op in enumerate(ops)}
-    return [op for index, op in enumerate(ops) if last[(op.db, op.key)] == index]

@@ -103,10 +103,10 @@ class GenNode(Node):
                 return
             if self.cancel_flag:
                 node.cancel_flag = True
-            if driver.must_defer():
+            if driver.writes.must_defer():
                 # The generator already runs on an outcome that is not durable
                 # yet; the step it asks for is dispatched once that outcome is.
-                driver.after_commit(lambda node=node: self._start_deferred(node))  # type: ignore[misc]
+                driver.writes.after_commit(lambda node=node: self._start_deferred(node))  # type: ignore[misc]
                 return
             outcome = self._start(node)
             if outcome is None:
@@ -154,7 +154,7 @@ class GenNode(Node):
                 self.resume(outcome)
             return
         driver = self.driver
-        driver.record_outcome(node, outcome)
+        driver.writes.record_outcome(node, outcome)
         if self.is_root:
             if outcome.ok:
                 driver.consume(outcome.res, node.step)

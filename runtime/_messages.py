@@ -57,9 +57,9 @@ class Committed:
 
 @dataclass(slots=True)
 class FlushLazy:
-    """Write the held lazy records of ``driver`` now."""
+    """Write the lazy records ``writes`` (a run's ``RunWrites``) holds, now."""
 
-    driver: Any
+    writes: Any
 
 
 @dataclass(slots=True)

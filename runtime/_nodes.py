@@ -142,7 +142,7 @@ class Node:
         self.parent = None
         self.on_abandon(cancel)
         if record:
-            self.driver.record_abandoned(self)
+            self.driver.writes.record_abandoned(self)
 
     def on_abandon(self, cancel: bool) -> None:
         return None
@@ -185,8 +185,8 @@ class SleepNode(Node):
         else:
             self.started = driver.now()
             self.due = self.op.until if self.op.until is not None else self.started + (self.op.seconds or 0.0)
-            driver.record_running(self, lazy=False)
-            driver.after_commit(lambda: crash_point("in_sleep"))
+            driver.writes.record_running(self, lazy=False)
+            driver.writes.after_commit(lambda: crash_point("in_sleep"))
         driver.leaf_started(self, busy=False)
         driver.set_timer(self, self.due)
 
@@ -255,7 +255,7 @@ class SignalNode(Node):
             return
         driver.waiters[name] = self
         if rec is None:
-            driver.record_running(self)
+            driver.writes.record_running(self)
         if self.due is not None:
             driver.set_timer(self, self.due)
 
@@ -351,7 +351,7 @@ class ChildNode(Node):
         driver.leaf_started(self, busy=False)
         driver.children[self.step] = self
         if rec is None:
-            driver.record_running(self)
+            driver.writes.record_running(self)
         driver.port.start_child(self.step, self.child_id, self.op.definition.name, self.op.packed_args)
 
     def on_child_done(self, msg: ChildDone) -> None:

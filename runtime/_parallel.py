@@ -100,7 +100,7 @@ class Coordinator(Node):
         if op.timeout is not None:
             self.due = float(rec["dl"]) if rec is not None and "dl" in rec else self.started + op.timeout
         if rec is None:
-            driver.record_running(self)
+            driver.writes.record_running(self)
         self.children = [None] * count
         replayed: list[tuple[int, int, dict[str, Any]]] = []
         pending: list[int] = []
@@ -166,7 +166,7 @@ class Coordinator(Node):
         else:
             # The slot frees once the branch's record is durable: a crash then
             # re-runs at most `concurrency` branches, never settled ones.
-            self.driver.after_commit(self._free_slot)
+            self.driver.writes.after_commit(self._free_slot)
 
     def _free_slot(self) -> None:
         self.running -= 1
@@ -176,11 +176,11 @@ class Coordinator(Node):
         if isinstance(outcome.error, NonDeterminismError):
             # Replay met changed code inside this tree: nothing here is recorded
             # (the journal stays untouched for the fixed code to resume from).
-            self.driver.quiet = True
+            self.driver.writes.quiet = True
             try:
                 self._stop_all(cancel=False)
             finally:
-                self.driver.quiet = False
+                self.driver.writes.quiet = False
             if self.live:
                 self.settle(outcome)
             return
@@ -188,7 +188,7 @@ class Coordinator(Node):
         if node is not None and not outcome.recorded:
             if self.op.kind in RACE_KINDS:
                 outcome.extra = {**(outcome.extra or {}), "f": self.fin}
-            self.driver.record_outcome(node, outcome)
+            self.driver.writes.record_outcome(node, outcome)
         self.outcomes[index] = outcome
         kind = self.op.kind
         if kind in ALL_LIKE:

@@ -315,14 +315,14 @@ class RunActor(pykka.ThreadingActor):
     def _after(self) -> None:
         driver = self.driver
         assert driver is not None
-        driver.flush()
+        driver.writes.flush()
         # A batch the writer lane committed on this thread (it was idle) is durable already:
         # handle its ack now; what that dispatches or records is flushed in turn.
         acks = driver.port.local_acks
         while acks:
             driver.handle(acks.popleft())
-            driver.flush()
-        if driver.finished and not driver.batches and not driver.ops:
+            driver.writes.flush()
+        if driver.finished and driver.writes.settled:
             # Its terminal record is durable: late messages (a race loser's result) are
             # dropped, and the idle actor must not keep the run's objects alive.
             self.driver = None
