@@ -7,6 +7,9 @@ the hot path: writes it makes are acknowledged back to it as messages.
 
 Services that already use pykka can ask it :class:`StartRun`,
 :class:`Signal` and :class:`Cancel` directly (``rt.supervisor``).
+
+Its table of runs is ``_run_table``; signals and cancellation requests are
+handled by ``_signal_requests`` and ``_cancel_requests``, mixed into it.
 """
 
 from __future__ import annotations
@@ -14,28 +17,18 @@ from __future__ import annotations
 import queue
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
 
-from treadle.storage import (
-    Op,
-    WriteRequest,
-    crash_point,
-    journal_key,
-    run_key,
-    signal_index_key,
-    signal_key,
-    signal_prefix,
-)
+from treadle.storage import Op, WriteRequest, journal_key, run_key, signal_prefix
 
-from ._driver import CANCEL_STEP, RunDriver
-from ._errors import CancelledError, JournalCorruptionError, RunFinishedError, RunNotFoundError, error_to_data
+from ._cancel_requests import CancelRequests
+from ._driver import CANCEL_STEP
+from ._errors import JournalCorruptionError
 from ._messages import (
     Cancel,
     CancelChild,
-    CancelRun,
     ChildDone,
     CreateRun,
     Idle,
@@ -51,7 +44,6 @@ from ._messages import (
     SendSignal,
     Shutdown,
     Signal,
-    SignalArrived,
     StartChild,
     StartRun,
     Wake,
@@ -61,10 +53,11 @@ from ._messages import (
 )
 from ._records import RunStatus
 from ._run_actor import Host, RunActor, Services, safe_tell, simple_inbox
+from ._run_table import FINISHED, Entry, parent_of
+from ._signal_requests import SignalRequests
 
 __all__ = ["Supervisor"]
 
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 # Run actors kept for reuse (a bound, not one per run): starting a thread costs more than a short run.
 IDLE_HOSTS = 64
 # While the number of active runs swings (a host had to be started in the last HOST_BURST
@@ -75,30 +68,7 @@ IDLE_HOSTS_BURST = 256
 HOST_BURST = 1.0
 
 
-@dataclass
-class Entry:
-    run_id: str
-    workflow: str
-    status: RunStatus = RunStatus.RUNNING
-    ref: pykka.ActorRef[RunActor] | None = None
-    driver: RunDriver | None = None
-    generation: int = 0
-    passivating: bool = False
-    creating: bool = False
-    pending: list[Any] = field(default_factory=list)
-    waits: list[str] = field(default_factory=list)
-    crashes: int = 0
-    parent: tuple[str, str] | None = None
-    watchers: list[tuple[str, str]] = field(default_factory=list)
-    cancel_requested: bool = False
-    record: dict[str, Any] | None = None  # a run just created: its record, until its first activation
-    resumed: bool = False  # a parked run whose replay got past the divergence (its actor said so)
-    # Cancels of a run stored as parked that an actor still holds: answered once it is known
-    # whether the run stays parked (it is then cancelled) or is live again.
-    parked_cancels: list[Pending] = field(default_factory=list)
-
-
-class Supervisor(pykka.ThreadingActor):
+class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
     use_daemon_thread = True
 
     @staticmethod
@@ -136,7 +106,7 @@ class Supervisor(pykka.ThreadingActor):
                     "run left untouched: its workflow is not registered", run_id=run_id, workflow=workflow
                 )
                 continue
-            entry = Entry(run_id, workflow, parent=_parent(record))
+            entry = Entry(run_id, workflow, parent=parent_of(record))
             self.entries[run_id] = entry
             if status == "suspended":
                 entry.status = RunStatus.SUSPENDED
@@ -178,14 +148,6 @@ class Supervisor(pykka.ThreadingActor):
         return handler(self, message)
 
     # -- creating runs -----------------------------------------------------------------
-
-    def _write(self, request: WriteRequest) -> None:
-        # Never inline: the supervisor serves every run, so it must not wait out an fsync;
-        # its writes go through the writer's group commit and come back as acks.
-        self.services.writer.submit(request, inline=False)
-
-    def _existing(self, run_id: str) -> dict[str, Any] | None:
-        return self.store.get("runs", run_key(run_id))
 
     def on_create(self, message: CreateRun) -> tuple[str, Any, Any]:
         reply = message.reply
@@ -265,7 +227,7 @@ class Supervisor(pykka.ThreadingActor):
             if record.get("st") in FINISHED:
                 self._route(message.parent, ChildDone(message.step, message.child_id, record))
                 return
-            entry = Entry(message.child_id, record["wf"], parent=_parent(record))
+            entry = Entry(message.child_id, record["wf"], parent=parent_of(record))
             if link != entry.parent:
                 entry.watchers.append(link)
             self.entries[message.child_id] = entry
@@ -310,7 +272,7 @@ class Supervisor(pykka.ThreadingActor):
                 return
             if record["wf"] not in self.services.registry.workflows:
                 return
-            entry = Entry(run_id, record["wf"], status=RunStatus.SUSPENDED, parent=_parent(record))
+            entry = Entry(run_id, record["wf"], status=RunStatus.SUSPENDED, parent=parent_of(record))
             self.entries[run_id] = entry
         if entry.passivating or entry.creating:
             entry.pending.append(message)
@@ -362,7 +324,7 @@ class Supervisor(pykka.ThreadingActor):
         self.seqs.pop(message.run_id, None)
         self.services.states.pop(message.run_id, None)
         watchers: list[tuple[str, str]] = []
-        parent = _parent(message.record)
+        parent = parent_of(message.record)
         if parent is not None:
             watchers.append(parent)
         cancels: list[Pending] = []
@@ -402,203 +364,6 @@ class Supervisor(pykka.ThreadingActor):
         self._activate(entry)
         self._flush_pending(entry)
 
-    # -- signals ----------------------------------------------------------------------------
-
-    def _status_of(self, run_id: str) -> str:
-        entry = self.entries.get(run_id)
-        record = self._existing(run_id)
-        if record is None:
-            if entry is not None:
-                return "running"
-            raise RunNotFoundError(run_id)
-        return str(record.get("st"))
-
-    def on_send_signal(self, message: SendSignal) -> tuple[str, Pending | None]:
-        status = self._status_of(message.run_id)
-        if status in FINISHED:
-            raise RunFinishedError(message.run_id, status)
-        if message.key is not None:
-            marker = (message.run_id, message.name, message.key)
-            if marker in self.pending_keys:
-                return ("duplicate", self.pending_keys[marker])
-            if (
-                self.store.get("signals", signal_index_key(message.run_id, message.name, message.key))
-                is not None
-            ):
-                return ("duplicate", None)
-        seq = self._next_seq(message.run_id)
-        record = {
-            "v": 1,
-            "name": message.name,
-            "p": message.packed,
-            "key": message.key,
-            "consumed": False,
-            "sent": self.services.clock.time(),
-        }
-        ops = [Op("signals", signal_key(message.run_id, message.name, seq), record)]
-        if message.key is not None:
-            ops.append(
-                Op(
-                    "signals",
-                    signal_index_key(message.run_id, message.name, message.key),
-                    {"v": 1, "name": message.name, "seq": seq},
-                )
-            )
-        pending = Pending()
-        me = self.actor_ref
-        marker_key = (message.run_id, message.name, message.key) if message.key is not None else None
-        if marker_key is not None:
-            self.pending_keys[marker_key] = pending
-
-        def ack(error: BaseException | None) -> None:
-            pending.done(error)
-            if error is None:
-                crash_point("after_signal_persist")
-            safe_tell(me, _SignalStored(message.run_id, message.name))
-
-        self._write(WriteRequest(ops, ack))
-        return ("sent", pending)
-
-    def _next_seq(self, run_id: str) -> int:
-        seq = self.seqs.get(run_id)
-        if seq is None:
-            seq = 0
-            for key, _ in self.store.scan("signals", signal_prefix(run_id)):
-                seq = max(seq, int.from_bytes(key[-8:], "big"))
-        seq += 1
-        self.seqs[run_id] = seq
-        return seq
-
-    def on_signal_stored(self, message: _SignalStored) -> None:
-        for marker in [m for m in self.pending_keys if m[0] == message.run_id and m[1] == message.name]:
-            if self.pending_keys[marker].event.is_set():
-                del self.pending_keys[marker]
-        entry = self.entries.get(message.run_id)
-        if entry is None:
-            return
-        if entry.ref is None and not entry.creating and not entry.passivating:
-            waits = entry.driver.waits if entry.driver is not None else entry.waits
-            if message.name not in waits:
-                return
-        self._route(message.run_id, SignalArrived(message.name))
-
-    def on_signal(self, message: Signal) -> bool:
-        from treadle.storage import encode
-
-        packed, _ = encode(message.payload, "Signal.payload", root="payload", limit=self.services.max_payload)
-        kind, pending = self.on_send_signal(SendSignal(message.run_id, message.name, packed, message.key))
-        if pending is not None:
-            pending.wait()
-        return kind == "sent"
-
-    # -- cancellation -----------------------------------------------------------------------
-
-    def on_request_cancel(self, message: RequestCancel) -> tuple[str, Any]:
-        pending = Pending()
-        kind, info = self._cancel(message.run_id, pending)
-        if kind == "held":
-            return ("sent", pending)
-        return (kind, info)
-
-    def _cancel(self, run_id: str, pending: Pending) -> tuple[str, Any]:
-        """Cancel run ``run_id``; ``pending`` is answered once the cancel is durable.
-
-        Returns ``("sent", pending)``, ``("held", None)`` (``pending`` is answered later, once
-        the supervisor knows whether the run stays parked), ``("already", None)`` or
-        ``("finished", status)``.
-        """
-        status = self._status_of(run_id)
-        if status in FINISHED:
-            return ("finished", status)
-        entry = self.entries.get(run_id)
-        if status == "parked":
-            if entry is None:
-                # A parked run runs no code: it ends cancelled at once.
-                record = self._existing(run_id) or {}
-                parent = _parent(record)
-                self._end_parked(run_id, record, [pending], [parent] if parent else [])
-                return ("sent", pending)
-            if not entry.resumed:
-                # An actor still holds it: it has just parked (its RunEnded is on the way), or
-                # it replays the run, which may park again or resume. Writing the cancel now
-                # would race with that outcome: on_run_ended or on_resumed decides.
-                entry.parked_cancels.append(pending)
-                return ("held", None)
-        if entry is not None and entry.cancel_requested:
-            return ("already", None)
-        now = self.services.clock.time()
-        record = {"v": 1, "s": CANCEL_STEP, "k": "cancel", "n": None, "st": "requested", "t0": now, "o": []}
-        me = self.actor_ref
-
-        def ack(error: BaseException | None) -> None:
-            pending.done(error)
-            if error is None:
-                safe_tell(me, Route(run_id, CancelRun()))
-
-        if entry is not None:
-            entry.cancel_requested = True
-        self._write(WriteRequest([Op("journal", journal_key(run_id, CANCEL_STEP), record)], ack))
-        return ("sent", pending)
-
-    def _end_parked(
-        self, run_id: str, record: dict[str, Any], cancels: list[Pending], watchers: list[tuple[str, str]]
-    ) -> None:
-        """Write the parked run ``run_id`` cancelled (its journal is left as it is)."""
-        cancelled = {
-            **record,
-            "st": "cancelled",
-            "err": error_to_data(CancelledError()),
-            "waits": [],
-            "up": self.services.clock.time(),
-        }
-        completions = self.services.completions
-        me = self.actor_ref
-
-        def ack(error: BaseException | None) -> None:
-            for pending in cancels:
-                pending.done(error)
-            completions.notify(run_id)
-            if error is None:
-                for parent_id, step in watchers:
-                    safe_tell(me, Route(parent_id, ChildDone(step, run_id, cancelled)))
-
-        self._write(WriteRequest([Op("runs", run_key(run_id), cancelled)], ack))
-
-    def _answer_cancel(self, run_id: str, pending: Pending) -> None:
-        """Handle again a cancel held while the run's fate was open."""
-        try:
-            kind, _ = self._cancel(run_id, pending)
-        except Exception as exc:  # its record is unreadable, say: the caller is told
-            pending.done(exc)
-            return
-        if kind in ("already", "finished"):
-            pending.done(None)
-
-    def on_resumed(self, message: Resumed) -> None:
-        entry = self.entries.get(message.run_id)
-        if entry is None:
-            return
-        entry.resumed = True
-        cancels, entry.parked_cancels = entry.parked_cancels, []
-        for pending in cancels:  # it is live: the cancel goes to its code
-            self._answer_cancel(message.run_id, pending)
-
-    def on_cancel(self, message: Cancel) -> bool:
-        pending = Pending()
-        kind, _ = self._cancel(message.run_id, pending)
-        if kind == "sent":
-            pending.wait()
-            return True
-        # "held": answered once this actor learns whether the run stays parked, which it
-        # cannot wait for on its own thread. The cancel is taken either way.
-        return kind in ("held", "already")
-
-    def on_cancel_child(self, message: CancelChild) -> None:
-        try:
-            self.on_request_cancel(RequestCancel(message.child_id))
-        except RunNotFoundError:
-            pass
-
     # -- introspection and shutdown ---------------------------------------------------------
 
     def on_shutdown(self, message: Shutdown) -> None:
@@ -614,11 +379,6 @@ class Supervisor(pykka.ThreadingActor):
         for ref in refs:  # one deadline for all, not one per actor
             ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
         self.entries.clear()
-
-
-def _parent(record: dict[str, Any]) -> tuple[str, str] | None:
-    parent = record.get("parent")
-    return (parent[0], parent[1]) if parent else None
 
 
 _HANDLERS: dict[type, Any] = {
