@@ -134,28 +134,18 @@ class StoreWriter(pykka.ThreadingActor):
                 return None
 
     def _commit(self, batch: list[WriteRequest]) -> None:
-        ops = [op for request in batch for op in request.ops]
-        error: BaseException | None = None
-        if ops:
-            try:
-                self.store.apply(ops)
-            except Exception as exc:
-                error = exc
         self.batches += 1
         self.requests += len(batch)
+        error = _apply(self.store, [op for request in batch for op in request.ops])
         if error is not None and len(batch) > 1:
             # One request (say, a value past the map cap) must not fail the
             # others that shared its transaction: commit them one by one.
             for request in batch:
                 self._commit([request])
             return
-        if error is None:
-            crash_point("after_commit")
-        else:
+        if error is not None:
             self.failures += 1
-        for request in batch:
-            if request.ack is not None:
-                request.ack(error)
+        _acknowledge(batch, error)
 
     def _handle_other(self, envelope: Any) -> None:
         """Process a non-write envelope taken out of the inbox while batching."""
@@ -237,17 +227,8 @@ class WriteLane:
             raise
 
     def _commit_inline(self, request: WriteRequest) -> None:
-        error: BaseException | None = None
-        if request.ops:
-            try:
-                self.store.apply(request.ops)
-            except Exception as exc:
-                error = exc
         self.inline += 1
-        if error is None:
-            crash_point("after_commit")
-        if request.ack is not None:
-            request.ack(error)
+        _acknowledge((request,), _apply(self.store, request.ops))
 
     def committed(self, batch: Sequence[WriteRequest]) -> None:
         """The writer committed and acknowledged ``batch`` (called under ``commit_lock``)."""
@@ -260,6 +241,25 @@ class WriteLane:
         """No more inline commits (waits for one in progress); queued requests still reach the writer."""
         with self.commit_lock:
             self.closed = True
+
+
+def _apply(store: Store, ops: Sequence[Op]) -> BaseException | None:
+    """Commit ``ops`` in one transaction; the error, if it failed."""
+    if ops:
+        try:
+            store.apply(ops)
+        except Exception as exc:
+            return exc
+    return None
+
+
+def _acknowledge(requests: Sequence[WriteRequest], error: BaseException | None) -> None:
+    """Tell every request how its commit went (after the ``after_commit`` crash point)."""
+    if error is None:
+        crash_point("after_commit")
+    for request in requests:
+        if request.ack is not None:
+            request.ack(error)
 
 
 def write_and_wait(writer: pykka.ActorRef[StoreWriter], ops: Sequence[Op], timeout: float = 30.0) -> None:
