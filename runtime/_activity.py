@@ -54,16 +54,23 @@ class ActivityTask:
         try:
             result = definition.fn(*self.args, **kwargs)
         except BaseException as exc:  # SystemExit too: pykka would stop every actor
-            return ActivityDone(
-                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
-            )
+            return self.failed(exc)
         try:
             packed, value = encode(result, f"step {self.context.step}", root="result", limit=self.limit)
         except (SerializationError, PayloadTooLargeError) as exc:
-            return ActivityDone(
-                self.node, self.attempt, False, error=ActivityError.from_exception(exc), original=exc
-            )
+            return self.failed(exc)
         return ActivityDone(self.node, self.attempt, True, value=value, packed=packed)
+
+    def failed(self, error: BaseException, *, final: bool = False) -> ActivityDone:
+        """This attempt failed with ``error``; ``final``: no retry can change that."""
+        return ActivityDone(
+            self.node,
+            self.attempt,
+            False,
+            error=ActivityError.from_exception(error),
+            original=error,
+            final=final,
+        )
 
 
 class ActivityNode(Node):
@@ -91,7 +98,7 @@ class ActivityNode(Node):
         self.started = driver.now()
         self.attempt = 1
         driver.leaf_started(self, busy=True)
-        # Dispatch first: the branch actor's thread wakes while this one records.
+        # Dispatch first: the branch actor's thread wakes while this one finishes the message.
         self._dispatch()
         driver.writes.defer_running(self, 1)
 

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._errors import ExecutorUnavailableError
 from ._registry import EXECUTOR_KINDS, executor_kind
-from ._remote import failed
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -131,11 +130,11 @@ class Executors:
             executor = self.for_activity(task.definition)
         except Exception as exc:  # Ray missing or unreachable: this attempt fails, retry policy applies
             error = exc if isinstance(exc, ExecutorUnavailableError) else _unavailable(task, exc)
-            return failed(task, error)
+            return task.failed(error)
         try:
             return executor.run(task)
         except BaseException as exc:  # a broken executor fails the attempt, never the branch actor
-            return failed(task, exc)
+            return task.failed(exc)
 
     def shutdown(self) -> None:
         with self._lock:

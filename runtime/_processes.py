@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._errors import ExecutorUnavailableError
 from ._executors import Executor
-from ._remote import PolledFlag, Refused, execute, failed, lost, outcome, prepare, watch_cancel
+from ._remote import PolledFlag, Refused, execute, lost, outcome, prepare, watch_cancel
 
 if TYPE_CHECKING:
     from ._activity import ActivityTask
@@ -149,7 +149,7 @@ class ProcessExecutor(Executor):
         try:
             worker = self._checkout()
         except _StartFailed as exc:
-            return failed(task, ExecutorUnavailableError(self.kind, str(exc)))
+            return task.failed(ExecutorUnavailableError(self.kind, str(exc)))
         except Exception as exc:
             return lost(task, self.kind, f"could not start a worker process: {type(exc).__name__}: {exc}")
         if worker is None:

@@ -32,7 +32,6 @@ from ._remote import (
     RemoteCall,
     Reply,
     execute,
-    failed,
     lost,
     outcome,
     prepare,
@@ -203,7 +202,7 @@ class RayExecutor(Executor):
             return lost(task, self.kind, f"could not reach Ray: {type(exc).__name__}: {exc}")
         ray, flags = self._ray, self._flags
         if not ray.is_initialized() or flags is None:  # never let a stale handle start a new Ray
-            return failed(task, ExecutorUnavailableError("ray", "Ray was shut down in this process"))
+            return task.failed(ExecutorUnavailableError("ray", "Ray was shut down in this process"))
         token = uuid.uuid4().hex
         flagged: list[bool] = []
         ref: Any = None
@@ -226,11 +225,11 @@ class RayExecutor(Executor):
         try:
             reply = ray.get(ref)
         except ray.exceptions.TaskCancelledError:
-            return failed(task, CancelledError("the Ray task was cancelled before it started"))
+            return task.failed(CancelledError("the Ray task was cancelled before it started"))
         except ray.exceptions.RayTaskError as exc:  # raised outside the activity (unpickling it, say)
             cause = getattr(exc, "cause", None)
             if type(exc).__name__.startswith("RayTaskError") and isinstance(cause, Exception):
-                return failed(task, cause)
+                return task.failed(cause)
             return lost(task, self.kind, _describe(exc))
         except ray.exceptions.RayError as exc:
             return lost(task, self.kind, _describe(exc))

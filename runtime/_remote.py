@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from treadle.storage import PayloadTooLargeError, SerializationError, decode, encode, pack, unpack
+from treadle.storage import decode, encode, pack, unpack
 
 from . import _records  # noqa: F401  (registers ActivityError & co. with the codec in a worker)
 from ._errors import ActivityError, CancelledError, WorkerLostError
@@ -35,7 +35,6 @@ __all__ = [
     "RemoteCall",
     "Reply",
     "execute",
-    "failed",
     "lost",
     "outcome",
     "prepare",
@@ -75,16 +74,9 @@ class Refused(Exception):
         self.done = done
 
 
-def failed(task: ActivityTask, error: BaseException, *, final: bool = False) -> ActivityDone:
-    """A failed outcome of ``task`` with ``error``; ``final``: no retry can change it."""
-    return ActivityDone(
-        task.node, task.attempt, False, error=ActivityError.from_exception(error), original=error, final=final
-    )
-
-
 def refused(task: ActivityTask, error: BaseException) -> ActivityDone:
     """A failed outcome that no retry can change (the same attempt would fail again)."""
-    return failed(task, error, final=True)
+    return task.failed(error, final=True)
 
 
 def prepare(task: ActivityTask, *, by_name: bool) -> RemoteCall:
@@ -103,9 +95,9 @@ def prepare(task: ActivityTask, *, by_name: bool) -> RemoteCall:
     where = f"step {task.context.step}: arguments of activity {definition.name!r}"
     try:
         args, _ = encode(list(task.args), where, root="args", limit=task.limit)
-    except (SerializationError, PayloadTooLargeError) as exc:
-        raise Refused(refused(task, exc)) from None
-    except Exception as exc:  # RecursionError on a deeply nested value, say: the same every time
+    except (
+        Exception
+    ) as exc:  # SerializationError, or RecursionError on a deeply nested value: the same every time
         raise Refused(refused(task, exc)) from None
     context = task.context
     return RemoteCall(
@@ -201,7 +193,7 @@ def outcome(task: ActivityTask, reply: Reply) -> ActivityDone:
 
 def lost(task: ActivityTask, executor: str, detail: str) -> ActivityDone:
     """The attempt's worker died: a failed attempt, retried as the policy says."""
-    return failed(task, WorkerLostError(executor, detail))
+    return task.failed(WorkerLostError(executor, detail))
 
 
 def watch_cancel(task: ActivityTask, listener: Callable[[], None]) -> Callable[[], None]:
