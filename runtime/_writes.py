@@ -163,7 +163,9 @@ class RunWrites:
             self.lazy_ops.extend(ops)
             return
         if self.lazy_ops or self.lazy_running:
-            ops = _last_per_key(self._lazy_records() + ops)
+            lazy_ops = self._lazy_records()  # empty when the only running record was superseded
+            if lazy_ops:
+                ops = _last_per_key(lazy_ops + ops)
             self.drop_lazy()
         if self.persisted_status == "suspended":
             self.persisted_status = "running"
