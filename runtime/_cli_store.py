@@ -29,7 +29,7 @@ from treadle.storage import (
     signal_prefix,
 )
 
-from ._records import RunStatus
+from ._records import COORDINATOR_KINDS, RunStatus
 
 __all__ = [
     "COORDINATORS",
@@ -46,7 +46,8 @@ __all__ = [
     "step_count",
 ]
 
-COORDINATORS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum"})
+COORDINATORS = COORDINATOR_KINDS  # the step kinds that have branches
+
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 CANCEL_STEP = "@cancel"
 _READ_ATTEMPTS = 5

@@ -34,7 +34,7 @@ from ._errors import (
 from ._executors import Executor, Executors, resolve_executors
 from ._log import get_logger
 from ._messages import CreateRun, Pending, RequestCancel, Route, SendSignal, Shutdown, TimerFired
-from ._records import RunStatus, RunSummary, StepRecord, shape_value
+from ._records import COORDINATOR_KINDS, RunStatus, RunSummary, StepRecord, shape_value
 from ._registry import Registry, default_registry
 from ._run_actor import Services
 from ._scheduler import AddTimer, Scheduler, TimerService
@@ -42,7 +42,6 @@ from ._supervisor import Supervisor
 
 __all__ = ["RunHandle", "Runtime"]
 
-_COORDINATORS = frozenset({"all", "all_settled", "run_all", "map", "race", "any", "quorum"})
 _ASK_TIMEOUT = 30.0
 
 
@@ -448,7 +447,7 @@ def _step_record(rec: dict[str, Any], run_id: str) -> StepRecord:
     error: ActivityError | None = None
     if rec.get("st") == "completed":
         value = decode(rec.get("val"))
-        if kind in _COORDINATORS:
+        if kind in COORDINATOR_KINDS:
             value = shape_value(kind, value, rec.get("lay"), run_id=run_id)
     elif rec.get("err") is not None:
         rebuilt = error_from_data(rec["err"], run_id)
