@@ -1,6 +1,6 @@
 """Executors side by side: ``python benchmarks/executors.py [--reps N] [--quick] [--json out.json]``.
 
-Two workloads, each on ``threads``, ``processes`` (``ProcessExecutor(workers=2)``)
+Three workloads, each on ``threads``, ``processes`` (``ProcessExecutor(workers=2)``)
 and ``ray`` (a local Ray, ``num_cpus=2``; skipped if Ray is not installed),
 each executor in its own child process with a fresh durable store:
 

@@ -137,7 +137,8 @@ def targets(name: str, tp: dict[str, Any]) -> dict[str, Target]:
         n = tp["n"]
         return {
             # No thread per suspended run: what remains is the bounded pool of idle run actors
-            # (runtime/_supervisor.py IDLE_HOSTS = 64), the same for 1 or 10,000 runs.
+            # (runtime/_supervisor.py: up to IDLE_HOSTS_BURST = 256 while runs are being started,
+            # trimmed back to IDLE_HOSTS = 64 once the burst is over), the same for 1 or 10,000 runs.
             f"extra threads, {n} asleep": Target("<= 64 (pool bound; none per run)", lambda m, f: m <= 64),
             f"RSS, {n} asleep": Target("< 150 MB", lambda m, f: m < 150),
         }
