@@ -95,9 +95,7 @@ def prepare(task: ActivityTask, *, by_name: bool) -> RemoteCall:
     where = f"step {task.context.step}: arguments of activity {definition.name!r}"
     try:
         args, _ = encode(list(task.args), where, root="args", limit=task.limit)
-    except (
-        Exception
-    ) as exc:  # SerializationError, or RecursionError on a deeply nested value: the same every time
+    except Exception as exc:  # SerializationError, RecursionError...: the same on every attempt
         raise Refused(refused(task, exc)) from None
     context = task.context
     return RemoteCall(
