@@ -40,6 +40,16 @@ def process_alive(pid: int) -> bool:
         return False
 
 
+def in_flight_max(lines: list[tuple[int, float, str]], pid: int) -> int:
+    """Most activity bodies of process ``pid`` running at once, from 'start i'/'finish i' lines."""
+    current = peak = 0
+    for line_pid, _, note in lines:
+        if line_pid == pid:
+            current += 1 if note.startswith("start") else -1
+            peak = max(peak, current)
+    return peak
+
+
 def supervisor_handled(monkeypatch: Any, message_type: type, run_id: str) -> threading.Event:
     """An event set once the supervisor has handled a ``message_type`` for run ``run_id``
     (a test's way to order a client's request against what the run's actor tells the

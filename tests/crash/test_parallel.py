@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import in_flight_max
 from treadle.runtime.testing import Scenario, crash_and_recover
 
 pytestmark = pytest.mark.crash
@@ -50,16 +51,6 @@ def flow(ctx, kind, fast):
 if __name__ == "__main__":
     child_main(flow, KIND, FAST, run_id="fanout")
 """
-
-
-def in_flight_max(lines: list[tuple[int, float, str]], pid: int) -> int:
-    """Most activity bodies of process ``pid`` running at once, from 'start i'/'finish i' lines."""
-    current = peak = 0
-    for line_pid, _, note in lines:
-        if line_pid == pid:
-            current += 1 if note.startswith("start") else -1
-            peak = max(peak, current)
-    return peak
 
 
 # kind, branches that finish at once, branches started (and blocked) in child 1, expected result

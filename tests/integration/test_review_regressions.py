@@ -35,6 +35,10 @@ def wait_then_long(ctx: Any) -> Any:
     return (yield ctx.run(held, ctx.run_id))
 
 
+def _wait_running(handle: Any, step: str, message: str) -> None:
+    wait_until(lambda: (step, "running") in {(r.step, r.status) for r in handle.history()}, message=message)
+
+
 def test_a_running_step_is_recorded_after_the_run_was_passivated_and_woken(rt: Any) -> None:
     """A "running" record held back for batching is still written within its delay after the
     run passivated and was woken again (the delay timer must not stay aimed at the old actor)."""
@@ -44,10 +48,7 @@ def test_a_running_step_is_recorded_after_the_run_was_passivated_and_woken(rt: A
         handle = rt.start(wait_then_long, run_id=run_id)
         wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="passivated on its wait")
         handle.signal("go", 1)
-        wait_until(
-            lambda: ("2", "running") in {(r.step, r.status) for r in handle.history()},
-            message="step 2 recorded as running while its activity is held",
-        )
+        _wait_running(handle, "2", "step 2 recorded as running while its activity is held")
     finally:
         GATES[run_id].set()
     assert handle.result(timeout=WAIT) == 2
@@ -235,15 +236,9 @@ def test_a_running_step_is_recorded_after_the_run_woke_on_another_actor(rt: Any)
         handle = rt.start(wait_then_long, run_id=run_id)
         wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="passivated on its wait")
         squatter = rt.start(hold_one, run_id=other)  # takes the idle actor the sleeper left
-        wait_until(
-            lambda: ("0", "running") in {(r.step, r.status) for r in squatter.history()},
-            message="the other run to hold its actor",
-        )
+        _wait_running(squatter, "0", "the other run to hold its actor")
         handle.signal("go", 1)
-        wait_until(
-            lambda: ("2", "running") in {(r.step, r.status) for r in handle.history()},
-            message="step 2 recorded as running while its activity is held",
-        )
+        _wait_running(handle, "2", "step 2 recorded as running while its activity is held")
     finally:
         GATES[run_id].set()
         GATES[other].set()

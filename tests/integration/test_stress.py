@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Box
+from tests.support import Box, in_flight_max
 from treadle.runtime import (
     ActivityContext,
     RunHandle,
@@ -343,16 +343,6 @@ if __name__ == "__main__":
     child_main(flow, N, run_id="map", result_timeout=100)
     counters.mark(f"peak.{os.getpid()}", flight["peak"])
 """
-
-
-def in_flight_max(lines: list[tuple[int, float, str]], pid: int) -> int:
-    """Most activity bodies of process ``pid`` between their 'start' and 'finish' lines at once."""
-    current = peak = 0
-    for line_pid, _, note in lines:
-        if line_pid == pid:
-            current += 1 if note.startswith("start") else -1
-            peak = max(peak, current)
-    return peak
 
 
 def items(lines: list[tuple[int, float, str]], pid: int, what: str) -> set[int]:
