@@ -20,7 +20,7 @@ import pykka
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, WriteLane, WriteRequest, run_key
 
 from ._activity import ActivityTask
-from ._branch import BranchPool
+from ._branch import BranchPool, simple_inbox
 from ._clock import Clock
 from ._driver import RunDriver
 from ._errors import JournalCorruptionError
@@ -44,18 +44,11 @@ from ._messages import (
 from ._registry import Registry
 from ._scheduler import AddTimer, RemoveTimer, Scheduler, TimerHandle, TimerService
 
-__all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell", "simple_inbox"]
+__all__ = ["Completions", "Host", "RunActor", "RunPort", "Services", "safe_tell"]
 
 # Messages a run actor may handle back to back before one flush.
 _PLAIN = (ActivityDone, Committed, Wake, RetryDue, AttemptTimedOut, FlushLazy)
 _DRAIN_LIMIT = 256
-
-
-def simple_inbox() -> queue.SimpleQueue[Any]:
-    """An actor inbox whose put and wake-up are C code (queue.Queue's are Python, with a
-    Condition): about half the cost per message on the hottest hops (a step's result to
-    its run actor, the writer's acks, requests to the writer and the supervisor)."""
-    return queue.SimpleQueue()
 
 
 def safe_tell(ref: pykka.ActorRef[Any] | None, message: Any) -> None:

@@ -23,6 +23,7 @@ import pykka
 
 from treadle.storage import Op, WriteRequest, journal_key, run_key, signal_prefix
 
+from ._branch import simple_inbox
 from ._cancel_requests import CancelRequests
 from ._driver import CANCEL_STEP
 from ._errors import JournalCorruptionError
@@ -52,7 +53,7 @@ from ._messages import (
     _SignalStored,
 )
 from ._records import RunStatus
-from ._run_actor import Host, RunActor, Services, safe_tell, simple_inbox
+from ._run_actor import Host, RunActor, Services, safe_tell
 from ._run_table import FINISHED, Entry, parent_of
 from ._signal_requests import SignalRequests
 
