@@ -89,7 +89,7 @@ class CancelRequests(RunTable):
         def ack(error: BaseException | None) -> None:
             for pending in cancels:
                 pending.done(error)
-            completions.notify(run_id)
+            completions.notify(run_id, cancelled if error is None else None)
             if error is None:
                 for parent_id, step in watchers:
                     safe_tell(me, Route(parent_id, ChildDone(step, run_id, cancelled)))

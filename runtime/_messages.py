@@ -17,6 +17,7 @@ __all__ = [
     "ChildDone",
     "Committed",
     "CreateRun",
+    "Latch",
     "Passivate",
     "Pending",
     "RequestCancel",
@@ -253,11 +254,54 @@ class Shutdown:
     timeout: float = 10.0
 
 
+class Latch:
+    """A one-shot flag other threads wait on: ``threading.Event`` without its ``Condition``.
+
+    Every ``start()`` and ``result()`` waits on one, so under load their cost counts: an
+    ``Event`` builds a Condition (several Python objects) when made, and a waiter lock and
+    a deque entry at each wait. A latch is one held lock that ``set`` releases.
+    ``set`` may be called more than once and from any thread.
+    """
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def set(self) -> None:
+        if self._set:
+            return
+        self._set = True
+        try:
+            self._lock.release()
+        except RuntimeError:  # a racing second set() released it first
+            pass
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Whether the latch is set, waiting up to ``timeout`` seconds (``None``: no limit)."""
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+            try:
+                self._lock.release()  # let the other waiters through
+            except RuntimeError:  # a racing second set() released it while this waiter held it
+                pass
+            return True
+        return self._set
+
+
 class Pending:
     """A write the caller waits on: ``wait()`` returns once durable or raises its error."""
 
+    __slots__ = ("error", "event", "value")
+
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.event = Latch()
         self.error: BaseException | None = None
         self.value: Any = None
 

@@ -31,6 +31,7 @@ from ._messages import (
     Committed,
     FlushLazy,
     Idle,
+    Latch,
     Passivate,
     Passivated,
     PassivateRefused,
@@ -66,7 +67,7 @@ class Completions:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiters: dict[str, list[threading.Event]] = {}
+        self._waiters: dict[str, list[EndWatch]] = {}
         # Runs created by this runtime whose end has not been notified yet: a result()
         # registered while its run is in here is certain to be woken, so it need not read
         # the store first (under load each store read waits for the GIL once per call).
@@ -88,26 +89,39 @@ class Completions:
         with self._lock:
             return run_id in self._unfinished
 
-    def watch(self, run_id: str) -> threading.Event:
-        event = threading.Event()
+    def watch(self, run_id: str) -> EndWatch:
+        watch = EndWatch()
         with self._lock:
-            self._waiters.setdefault(run_id, []).append(event)
-        return event
+            self._waiters.setdefault(run_id, []).append(watch)
+        return watch
 
-    def unwatch(self, run_id: str, event: threading.Event) -> None:
+    def unwatch(self, run_id: str, watch: EndWatch) -> None:
         with self._lock:
-            events = self._waiters.get(run_id)
-            if events and event in events:
-                events.remove(event)
-                if not events:
+            watches = self._waiters.get(run_id)
+            if watches and watch in watches:
+                watches.remove(watch)
+                if not watches:
                     del self._waiters[run_id]
 
-    def notify(self, run_id: str) -> None:
+    def notify(self, run_id: str, record: dict[str, Any] | None = None) -> None:
+        """Run ``run_id`` ended. ``record``: its terminal run record, given only once it is
+        durable; a watcher that gets it need not read the store."""
         with self._lock:
             self._unfinished.discard(run_id)
-            events = self._waiters.pop(run_id, [])
-        for event in events:
-            event.set()
+            watches = self._waiters.pop(run_id, [])
+        for watch in watches:
+            watch.record = record
+            watch.set()
+
+
+class EndWatch(Latch):
+    """One ``result()`` call waiting for a run's end; set with the terminal record if known."""
+
+    __slots__ = ("record",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.record: dict[str, Any] | None = None
 
 
 @dataclass
@@ -198,7 +212,7 @@ class RunPort:
     def run_finished(self, status: str, record: dict[str, Any]) -> None:
         """The run's terminal (or parked) record is durable."""
         self.set_resumed(False)  # only now: until this commit the store may still say "parked"
-        self.services.completions.notify(self.run_id)
+        self.services.completions.notify(self.run_id, record)
         safe_tell(self.services.supervisor, RunEnded(self.run_id, status, record))
 
 
@@ -341,7 +355,7 @@ class RunActor(pykka.ThreadingActor):
         parked = {**record, "st": "parked", "err": err, "up": services.clock.time()}
 
         def ack(error: BaseException | None) -> None:
-            services.completions.notify(run_id)
+            services.completions.notify(run_id, parked if error is None else None)
             safe_tell(services.supervisor, RunEnded(run_id, "parked", parked))
 
         services.writer.submit(WriteRequest([Op("runs", run_key(run_id), parked)], ack))

@@ -343,17 +343,21 @@ class RunHandle:
         completions = self._rt._services.completions
         first = True
         while True:
-            event = completions.watch(self.run_id)
+            watch = completions.watch(self.run_id)
             try:
                 if first and timeout != 0 and completions.unfinished(self.run_id):
-                    # Started here and not ended: its end will set ``event``; read then.
+                    # Started here and not ended: its end will set ``watch``, mostly with the
+                    # terminal record (durable by then), so the store need not be read.
                     first = False
                     self._rt._check_open()
                     remaining = None if deadline is None else deadline - time.monotonic()
-                    event.wait(remaining if remaining is None else min(remaining, 5.0))
-                    continue
-                first = False
-                record = self._record()
+                    watch.wait(remaining if remaining is None else min(remaining, 5.0))
+                    if watch.record is None:
+                        continue
+                    record = watch.record
+                else:
+                    first = False
+                    record = self._record()
                 status = record.get("st")
                 if status == "completed":
                     return decode(record.get("res"))
@@ -371,9 +375,9 @@ class RunHandle:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"run {self.run_id!r} did not finish within {timeout}s")
-                event.wait(remaining if remaining is None else min(remaining, 5.0))
+                watch.wait(remaining if remaining is None else min(remaining, 5.0))
             finally:
-                completions.unwatch(self.run_id, event)
+                completions.unwatch(self.run_id, watch)
 
     def status(self) -> RunStatus:
         """RUNNING, SUSPENDED, COMPLETED, FAILED, CANCELLED or PARKED."""

@@ -27,3 +27,16 @@ def test_a_run_whose_creation_failed_is_not_awaited() -> None:
     completions.forget("r2")
     assert not completions.unfinished("r2")
     assert not completions.unfinished("never-created")
+
+
+def test_the_end_hands_watchers_the_terminal_record_only_when_given() -> None:
+    """result() uses the record a watch carries instead of reading the store; a notify
+    without one (the record is not known durable) must leave it unset, so result() reads."""
+    completions = Completions()
+    completions.expect("r3")
+    with_record, without = completions.watch("r3"), completions.watch("r4")
+    record = {"st": "completed", "res": None}
+    completions.notify("r3", record)
+    completions.notify("r4")
+    assert with_record.is_set() and with_record.record is record
+    assert without.is_set() and without.record is None
