@@ -20,6 +20,7 @@ __all__ = [
     "Latch",
     "Passivate",
     "Pending",
+    "Replayed",
     "RequestCancel",
     "RetryDue",
     "SendSignal",
@@ -132,6 +133,13 @@ class RunEnded:
     run_id: str
     status: str
     record: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Replayed:
+    """Run ``run_id``'s actor finished (or gave up) replaying it from the store: a replay slot is free."""
+
+    run_id: str
 
 
 @dataclass(slots=True)

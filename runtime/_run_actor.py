@@ -35,6 +35,7 @@ from ._messages import (
     Passivate,
     Passivated,
     PassivateRefused,
+    Replayed,
     Resumed,
     RetryDue,
     RunCrashed,
@@ -295,6 +296,14 @@ class RunActor(pykka.ThreadingActor):
 
     def _host(self, message: Host) -> None:
         self.run_id = message.run_id
+        replay = message.driver is None and message.record is None
+        try:
+            self._take_over(message)
+        finally:
+            if replay:  # replayed, parked or crashed: either way its replay slot is free
+                safe_tell(self.services.supervisor, Replayed(message.run_id))
+
+    def _take_over(self, message: Host) -> None:
         try:
             driver = message.driver
             parked = False

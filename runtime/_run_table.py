@@ -39,6 +39,7 @@ class Entry:
     generation: int = 0
     passivating: bool = False
     creating: bool = False
+    queued: bool = False  # to be replayed from the store once a replay slot is free
     pending: list[Any] = field(default_factory=list)
     waits: list[str] = field(default_factory=list)
     crashes: int = 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 import queue
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 import pykka
@@ -37,6 +38,7 @@ from ._messages import (
     Passivated,
     PassivateRefused,
     Pending,
+    Replayed,
     RequestCancel,
     Resumed,
     Route,
@@ -67,6 +69,10 @@ IDLE_HOSTS = 64
 # stopped and restarted a thread for one run start in four.
 IDLE_HOSTS_BURST = 256
 HOST_BURST = 1.0
+# Runs replayed from the store at once. Replay is Python on the GIL: a hundred runs
+# replaying side by side after a restart finish together, late, each slowed by all the
+# others (and the first re-dispatch waits for that). A few at a time finish in turn.
+REPLAY_SLOTS = 2
 
 
 class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
@@ -87,6 +93,8 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         self.closing = False
         self.idle_hosts: list[pykka.ActorRef[RunActor]] = []
         self.last_host_start = float("-inf")
+        self.replaying = 0  # runs whose actor replays them from the store now
+        self.replay_queue: deque[Entry] = deque()  # runs waiting for a replay slot, in order
 
     # -- start-up -----------------------------------------------------------------
 
@@ -240,6 +248,16 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
     # -- routing, activation, passivation ----------------------------------------------------
 
     def _activate(self, entry: Entry) -> None:
+        """Give ``entry``'s run an actor. A run replayed from the store (no dormant driver,
+        not just created) takes a replay slot; with none free it waits in line (``queued``),
+        and messages for it are held until it has an actor."""
+        if entry.driver is None and entry.record is None:
+            if self.replaying >= REPLAY_SLOTS:
+                if not entry.queued:
+                    entry.queued = True
+                    self.replay_queue.append(entry)
+                return
+            self.replaying += 1
         host = None
         while self.idle_hosts and host is None:
             candidate = self.idle_hosts.pop()
@@ -252,6 +270,16 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         safe_tell(host, Host(entry.run_id, entry.driver, entry.record))
         entry.driver = None  # the host owns it now
         entry.record = None
+
+    def on_replayed(self, message: Replayed) -> None:
+        self.replaying -= 1
+        while self.replay_queue and self.replaying < REPLAY_SLOTS:
+            entry = self.replay_queue.popleft()
+            entry.queued = False
+            if self.entries.get(entry.run_id) is not entry or entry.ref is not None:
+                continue  # it ended or was given an actor meanwhile
+            self._activate(entry)
+            self._flush_pending(entry)
 
     def _release_host(self, ref: pykka.ActorRef[RunActor] | None) -> None:
         """A run left this actor (passivated or finished): keep it for the next run."""
@@ -275,12 +303,14 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
                 return
             entry = Entry(run_id, record["wf"], status=RunStatus.SUSPENDED, parent=parent_of(record))
             self.entries[run_id] = entry
-        if entry.passivating or entry.creating:
+        if entry.passivating or entry.creating or entry.queued:
             entry.pending.append(message)
             return
         if entry.ref is None:
             self._activate(entry)
-        assert entry.ref is not None
+            if entry.ref is None:  # it waits for a replay slot
+                entry.pending.append(message)
+                return
         entry.generation += 1
         safe_tell(entry.ref, Wake(message, entry.generation))
 
@@ -374,6 +404,7 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
                 pending.done(RuntimeError("the runtime is shutting down"))
         refs = [entry.ref for entry in self.entries.values() if entry.ref is not None] + self.idle_hosts
         self.idle_hosts = []
+        self.replay_queue.clear()
         for ref in refs:
             ref.stop(block=False)
         deadline = time.monotonic() + message.timeout
@@ -393,6 +424,7 @@ _HANDLERS: dict[type, Any] = {
     PassivateRefused: Supervisor.on_passivate_refused,
     RunEnded: Supervisor.on_run_ended,
     Resumed: Supervisor.on_resumed,
+    Replayed: Supervisor.on_replayed,
     RunCrashed: Supervisor.on_crashed,
     _Restart: Supervisor.on_restart,
     SendSignal: Supervisor.on_send_signal,
