@@ -193,16 +193,18 @@ class RayExecutor(Executor):
             self._started = True
 
     def run(self, task: ActivityTask) -> ActivityDone | None:
+        # Started when its runtime opened (or when an activity first named it). Never start
+        # it here: an attempt still on its way after shutdown() would start Ray again.
+        with self._lock:
+            ray, flags, remote = self._ray, self._flags, self._task
+        if flags is None:
+            return task.failed(ExecutorUnavailableError("ray", "this executor is not started, or shut down"))
+        if not ray.is_initialized():  # never let a stale handle start a new Ray
+            return task.failed(ExecutorUnavailableError("ray", "Ray was shut down in this process"))
         try:
-            self.start()
             call = prepare(task, by_name=False)
         except Refused as refusal:
             return refusal.done
-        except Exception as exc:
-            return lost(task, self.kind, f"could not reach Ray: {type(exc).__name__}: {exc}")
-        ray, flags = self._ray, self._flags
-        if not ray.is_initialized() or flags is None:  # never let a stale handle start a new Ray
-            return task.failed(ExecutorUnavailableError("ray", "Ray was shut down in this process"))
         token = uuid.uuid4().hex
         flagged: list[bool] = []
         ref: Any = None
@@ -218,7 +220,7 @@ class RayExecutor(Executor):
                 pass
 
         try:
-            ref = self._task.remote(call, flags, token)
+            ref = remote.remote(call, flags, token)
         except Exception as exc:
             return lost(task, self.kind, f"could not submit the task: {type(exc).__name__}: {exc}")
         stop_watching = watch_cancel(task, listener)

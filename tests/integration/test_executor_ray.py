@@ -154,6 +154,25 @@ def test_cancel_tasks_interrupts_a_running_task_and_records_a_cancellation(folde
         executor.shutdown()
 
 
+def test_an_attempt_after_shutdown_fails_and_starts_nothing(folder: Path) -> None:
+    """An attempt that reaches a RayExecutor after its runtime shut it down (a branch actor
+    still on its way) fails with ExecutorUnavailableError; it must not start the executor
+    again (nor Ray, had the executor started it), and the activity must not run."""
+    executor = RayExecutor()
+    executor.start()
+    executor.shutdown()
+    node = SimpleNamespace(
+        op=SimpleNamespace(definition=default_registry.activity(acts.gate), args=(str(folder), "late")),
+        attempt=1,
+    )
+    task = ActivityTask(node, 1, ActivityContext(run_id="r", step="0"), 1 << 20)  # type: ignore[arg-type]
+    done = executor.run(task)
+    assert done is not None and not done.ok
+    assert done.error.type == "treadle.runtime.ExecutorUnavailableError", done.error
+    assert executor._flags is None, "the executor started again"
+    assert not (folder / "started.late").exists()
+
+
 def test_a_module_the_workers_cannot_import_fails_with_its_own_error(ray_rt: Runtime, tmp_path: Path) -> None:
     """Ray raises RayTaskError around the real cause; the step records the cause, not a lost worker."""
     (tmp_path / "only_here.py").write_text("import os\n\ndef where():\n    return os.getpid()\n")
