@@ -258,6 +258,14 @@ class _Restart:
 
 
 @dataclass(frozen=True)
+class _ReplayLeaseOver:
+    """Run ``run_id``'s replay has held its slot for ``REPLAY_LEASE`` seconds."""
+
+    run_id: str
+    lease: int
+
+
+@dataclass(frozen=True)
 class Shutdown:
     timeout: float = 10.0
 

@@ -51,6 +51,7 @@ from ._messages import (
     StartRun,
     Wake,
     _Created,
+    _ReplayLeaseOver,
     _Restart,
     _SignalStored,
 )
@@ -73,6 +74,10 @@ HOST_BURST = 1.0
 # replaying side by side after a restart finish together, late, each slowed by all the
 # others (and the first re-dispatch waits for that). A few at a time finish in turn.
 REPLAY_SLOTS = 2
+# A replay that has not finished after this long (workflow code that blocks, a journal of
+# millions of steps, an actor lost before it began) stops counting against the slots, so
+# it cannot hold up every other run; it goes on replaying all the same.
+REPLAY_LEASE = 1.0
 
 
 class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
@@ -93,8 +98,9 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         self.closing = False
         self.idle_hosts: list[pykka.ActorRef[RunActor]] = []
         self.last_host_start = float("-inf")
-        self.replaying = 0  # runs whose actor replays them from the store now
+        self.replaying: dict[str, int] = {}  # runs whose actor replays them now -> their lease
         self.replay_queue: deque[Entry] = deque()  # runs waiting for a replay slot, in order
+        self.leases = 0
 
     # -- start-up -----------------------------------------------------------------
 
@@ -252,12 +258,17 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         not just created) takes a replay slot; with none free it waits in line (``queued``),
         and messages for it are held until it has an actor."""
         if entry.driver is None and entry.record is None:
-            if self.replaying >= REPLAY_SLOTS:
+            if len(self.replaying) >= REPLAY_SLOTS:
                 if not entry.queued:
                     entry.queued = True
                     self.replay_queue.append(entry)
                 return
-            self.replaying += 1
+            self.leases += 1
+            lease, me = self.leases, self.actor_ref
+            self.replaying[entry.run_id] = lease
+            self.services.scheduler.call_later(
+                REPLAY_LEASE, lambda: safe_tell(me, _ReplayLeaseOver(entry.run_id, lease))
+            )
         host = None
         while self.idle_hosts and host is None:
             candidate = self.idle_hosts.pop()
@@ -272,8 +283,26 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         entry.record = None
 
     def on_replayed(self, message: Replayed) -> None:
-        self.replaying -= 1
-        while self.replay_queue and self.replaying < REPLAY_SLOTS:
+        # A run is replayed by one actor at a time: its next replay (after a crash, say) is
+        # activated only once this actor has told its RunCrashed, which comes before this.
+        if self.replaying.pop(message.run_id, None) is not None:
+            self._admit_replays()
+
+    def on_replay_lease_over(self, message: _ReplayLeaseOver) -> None:
+        if self.replaying.get(message.run_id) != message.lease:
+            return  # that replay finished in time
+        del self.replaying[message.run_id]
+        if self.replay_queue:
+            self.log.warning(
+                "a replay is taking long: its slot goes to the next run in line",
+                run_id=message.run_id,
+                lease=REPLAY_LEASE,
+                waiting=len(self.replay_queue),
+            )
+            self._admit_replays()
+
+    def _admit_replays(self) -> None:
+        while self.replay_queue and len(self.replaying) < REPLAY_SLOTS:
             entry = self.replay_queue.popleft()
             entry.queued = False
             if self.entries.get(entry.run_id) is not entry or entry.ref is not None:
@@ -425,6 +454,7 @@ _HANDLERS: dict[type, Any] = {
     RunEnded: Supervisor.on_run_ended,
     Resumed: Supervisor.on_resumed,
     Replayed: Supervisor.on_replayed,
+    _ReplayLeaseOver: Supervisor.on_replay_lease_over,
     RunCrashed: Supervisor.on_crashed,
     _Restart: Supervisor.on_restart,
     SendSignal: Supervisor.on_send_signal,

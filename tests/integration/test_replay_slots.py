@@ -75,6 +75,7 @@ def test_runs_beyond_the_replay_slots_wait_in_line_with_their_messages_held(
     in line (not replaying); a cancel sent to one of them meanwhile is durable at once and
     reaches it when its turn comes; the others resume and finish."""
     monkeypatch.setattr(_supervisor, "REPLAY_SLOTS", 1)
+    monkeypatch.setattr(_supervisor, "REPLAY_LEASE", WAIT)  # the held replay keeps its slot
     ids = _unfinished_runs(box, 3, "slots-line")
     for run_id in ids:
         HOLDS[run_id] = box.gate()
@@ -100,6 +101,35 @@ def test_runs_beyond_the_replay_slots_wait_in_line_with_their_messages_held(
         for run_id in (replaying[0], waiting[1]):
             assert rt.get(run_id).result(timeout=WAIT) == [f"a-{run_id[-1]}", f"b-{run_id[-1]}"]
         assert _queued(rt) == []
+    finally:
+        for run_id in ids:
+            HOLDS.pop(run_id, None)
+            REACHED.pop(run_id, None)
+
+
+def test_a_replay_that_does_not_return_gives_up_its_slot_after_its_lease(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One slot, and the first replay blocks in workflow code until the test ends: after
+    REPLAY_LEASE the next run in line is replayed anyway and finishes (before the lease,
+    a replay that never returned held the slot, and with it every other run, for good)."""
+    monkeypatch.setattr(_supervisor, "REPLAY_SLOTS", 1)
+    monkeypatch.setattr(_supervisor, "REPLAY_LEASE", 0.2)
+    ids = _unfinished_runs(box, 2, "slots-lease")
+    for run_id in ids:
+        HOLDS[run_id] = box.gate()
+        REACHED[run_id] = threading.Event()
+    GATE.set()
+    rt = box.open()
+    try:
+        wait_until(lambda: any(REACHED[r].is_set() for r in ids), message="one replay reached its hold")
+        stuck = next(r for r in ids if REACHED[r].is_set())
+        other = next(r for r in ids if r != stuck)
+        HOLDS[other].set()  # the other one's replay may pass its hold; the stuck one never does
+        assert rt.get(other).result(timeout=WAIT) == [f"a-{other[-1]}", f"b-{other[-1]}"]
+        assert not HOLDS[stuck].is_set()
+        HOLDS[stuck].set()
+        assert rt.get(stuck).result(timeout=WAIT) == [f"a-{stuck[-1]}", f"b-{stuck[-1]}"]
     finally:
         for run_id in ids:
             HOLDS.pop(run_id, None)
