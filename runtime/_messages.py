@@ -169,8 +169,11 @@ class PassivateRefused:
 
 @dataclass(slots=True)
 class RunCrashed:
+    """The actor ``host`` dropped run ``run_id`` after an unexpected error; it stays alive."""
+
     run_id: str
     error: str
+    host: Any = None
 
 
 @dataclass(slots=True)

@@ -379,9 +379,12 @@ class RunActor(pykka.ThreadingActor):
             error=repr(exc),
             exc_info=exc,
         )
+        # The actor itself is sound (its state is the driver it drops): it stays alive and
+        # the supervisor takes it back for another run. Stopping it here once lost a run: the
+        # supervisor could already have handed it the next run (it is released when its own
+        # run ends, which may be just before the error), and that Host died with the actor.
         self.driver = None
-        safe_tell(self.services.supervisor, RunCrashed(self.run_id, repr(exc)))
-        self.stop()
+        safe_tell(self.services.supervisor, RunCrashed(self.run_id, repr(exc), self.actor_ref))
 
 
 @dataclass(slots=True)

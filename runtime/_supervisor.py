@@ -406,8 +406,10 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
     def on_crashed(self, message: RunCrashed) -> None:
         entry = self.entries.get(message.run_id)
         if entry is None:
-            return
-        entry.ref, entry.driver = None, None  # the crashed actor stops itself
+            return  # it crashed after its run ended: the supervisor had taken its actor back
+        if entry.ref is not None and entry.ref is message.host:
+            self._release_host(entry.ref)  # the actor dropped the run and is free again
+        entry.ref, entry.driver = None, None
         entry.passivating = False
         entry.resumed = False  # its replay starts over
         entry.generation = 0  # the replaying driver counts wakes from 0 again

@@ -55,3 +55,53 @@ def test_idle_run_actors_beyond_the_bound_are_kept_during_a_burst_then_trimmed(t
     finally:
         RELEASE.set()
         box.shutdown()
+
+
+@activity(name="hosts.quick")
+def quick(i: int) -> int:
+    return i
+
+
+@workflow(name="hosts.quick_one")
+def quick_one(ctx: Any, i: int) -> Any:
+    return (yield ctx.run(quick, i))
+
+
+def test_an_actor_that_errs_after_its_run_ended_still_serves_the_run_it_was_handed(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A run actor is taken back for reuse as soon as its run's end is told to the supervisor.
+    If an unexpected error follows in the same message (here: releasing the ended run's
+    objects), the supervisor may already have handed the actor the next run. The actor
+    must not stop then: it used to, and that next run waited forever for a dead actor."""
+    from tests.support import supervisor_handled
+    from treadle.runtime._driver import RunDriver
+    from treadle.runtime._messages import _Created
+
+    box = Box(tmp_path / "store")
+    rt = box.open()
+    try:
+        assert rt.start(quick_one, 0).result(timeout=WAIT) == 0  # an idle actor to reuse
+        in_dispose, next_hosted = threading.Event(), threading.Event()
+        dispose = RunDriver.dispose
+        first = rt.start(quick_one, 1, run_id="hosts-errs")
+
+        def failing_dispose(driver: RunDriver) -> None:
+            if driver.port.run_id != "hosts-errs":
+                dispose(driver)
+                return
+            in_dispose.set()
+            assert next_hosted.wait(WAIT), "the next run was not created"
+            raise RuntimeError("error after the run ended")
+
+        monkeypatch.setattr(RunDriver, "dispose", failing_dispose)
+        assert first.result(timeout=WAIT) == 1
+        assert in_dispose.wait(WAIT)
+        created = supervisor_handled(monkeypatch, _Created, "hosts-next")
+        second = rt.start(quick_one, 2, run_id="hosts-next")  # hosted by the erring actor (LIFO pool)
+        assert created.wait(WAIT)
+        next_hosted.set()
+        assert second.result(timeout=WAIT) == 2
+        assert rt.start(quick_one, 3).result(timeout=WAIT) == 3
+    finally:
+        box.shutdown()
