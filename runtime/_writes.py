@@ -93,9 +93,13 @@ class RunWrites:
     def _journal_op(self, step: str, rec: dict[str, Any]) -> Op:
         return Op("journal", step_key(self.key, step), rec)
 
-    def record_running(self, node: Node, lazy: bool = True) -> None:
+    def _running(self, node: Node, attempt: int) -> dict[str, Any]:
         rec = self._base(node, "running")
-        rec["a"] = getattr(node, "attempt", 1) or 1
+        rec["a"] = attempt
+        return rec
+
+    def record_running(self, node: Node, lazy: bool = True) -> None:
+        rec = self._running(node, getattr(node, "attempt", 1) or 1)
         self.put(self._journal_op(node.step, rec), urgent=not lazy)
         due = rec.get("dl")
         if due is not None:
@@ -194,9 +198,7 @@ class RunWrites:
         ops = []
         for node, attempt in self.lazy_running:
             if node.live:
-                rec = self._base(node, "running")
-                rec["a"] = attempt
-                ops.append(self._journal_op(node.step, rec))
+                ops.append(self._journal_op(node.step, self._running(node, attempt)))
         ops.extend(self.lazy_ops)  # after them: an "abandoned" record supersedes "running"
         return ops
 
