@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from ._cli_store import COORDINATORS, RunView, StepView
+from ._cli_store import RunView, StepView
+from ._records import COORDINATOR_KINDS
 
 __all__ = [
     "clip",
@@ -159,7 +160,7 @@ def fanouts(run: RunView) -> list[tuple[StepView, int, int, int, int]]:
     by_id = {s.step: s for s in run.steps}
     found = []
     for step in run.steps:
-        if step.kind not in COORDINATORS or step.status != "running":
+        if step.kind not in COORDINATOR_KINDS or step.status != "running":
             continue
         keys = [row[0] for row in step.layout or []]
         branches = [by_id.get(f"{step.step}.{key}") for key in keys]

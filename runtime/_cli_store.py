@@ -29,10 +29,9 @@ from treadle.storage import (
     signal_prefix,
 )
 
-from ._records import COORDINATOR_KINDS, RunStatus
+from ._records import RunStatus
 
 __all__ = [
-    "COORDINATORS",
     "CliError",
     "Reader",
     "RunView",
@@ -45,8 +44,6 @@ __all__ = [
     "read_store",
     "step_count",
 ]
-
-COORDINATORS = COORDINATOR_KINDS  # the step kinds that have branches
 
 FINISHED = frozenset({"completed", "failed", "cancelled"})
 CANCEL_STEP = "@cancel"

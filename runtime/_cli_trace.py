@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._cli_render import step_summary, summarize
-from ._cli_store import COORDINATORS, RunView, StepView
+from ._cli_store import RunView, StepView
+from ._records import COORDINATOR_KINDS
 
 __all__ = ["Slice", "Timeline", "Track", "build_timeline", "dump_trace", "slice_name", "trace_json"]
 
@@ -90,7 +91,7 @@ def build_timeline(run: RunView, now: float) -> Timeline:
     depth_of: dict[str, int] = {"": 0}
     for step in run.steps:
         parent = by_id.get(step.parent)
-        if step.parent and (parent is None or parent.kind in COORDINATORS):
+        if step.parent and (parent is None or parent.kind in COORDINATOR_KINDS):
             # A branch: a track of its own, named after its coordinator.
             track = Track(len(tracks) + 1, _track_name(step, parent))
             tracks.append(track)
