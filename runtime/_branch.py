@@ -8,6 +8,13 @@ far more than running a no-op activity, so an actor that finished its branch
 takes the next waiting one (or waits idle for one) instead of stopping:
 there is still exactly one actor per running branch. ``max_branch_actors``
 caps live branch actors runtime-wide; branches beyond it queue in order.
+
+A branch actor hands its outcome to the run through ``task.deliver``, which
+may handle it right there in the branch's thread when the run's actor is idle
+(see ``RunActor.deliver``). If handling it dispatches a new attempt, this
+actor keeps the first one for itself (:meth:`BranchPool.submit` while its
+slot is open) instead of waking another thread: a sequential workflow's next
+step then runs with no thread hand-off at all.
 """
 
 from __future__ import annotations
@@ -49,14 +56,16 @@ class BranchActor(pykka.ThreadingActor):
         self.pool = pool
 
     def on_receive(self, message: Any) -> Any:
-        task: ActivityTask = message
-        executors = self.pool.executors
+        task: ActivityTask | None = message
+        pool = self.pool
+        executors = pool.executors
         while task is not None:
+            kept = None
             if task.wanted():
                 outcome = executors.run(task)
                 if outcome is not None:
-                    task.deliver(outcome)
-            task = self.pool.next_task(self.actor_ref)  # type: ignore[assignment]
+                    kept = pool.deliver(task, outcome)
+            task = kept if kept is not None else pool.next_task(self.actor_ref)
         return None
 
 
@@ -73,11 +82,33 @@ class BranchPool:
         self._live = 0
         self._busy = 0
         self._closed = False
+        self._local = threading.local()  # .slot: open while a branch actor's thread delivers
         self.started = 0
+        self.kept = 0  # attempts a branch actor kept for itself while delivering
+
+    def deliver(self, task: ActivityTask, outcome: Any) -> ActivityTask | None:
+        """Hand ``outcome`` to ``task``'s run from this branch actor's thread; the attempt
+        that handling dispatched and this actor kept for itself, if any."""
+        local = self._local
+        slot: list[ActivityTask] = []
+        local.slot = slot
+        try:
+            task.deliver(outcome)
+        finally:
+            local.slot = None
+        return slot[0] if slot else None
 
     def submit(self, task: ActivityTask) -> None:
+        slot: list[ActivityTask] | None = getattr(self._local, "slot", None)
         with self._lock:
             if self._closed:
+                return
+            if slot is not None and not slot and not self._pending:
+                # Dispatched while a branch actor's thread delivers (see deliver): that actor
+                # is about to be free and runs it next, without waking another thread. Not
+                # while attempts queue for an actor: they were first.
+                slot.append(task)
+                self.kept += 1
                 return
             if self._idle:
                 ref = self._idle.pop()

@@ -152,6 +152,7 @@ class RunPort:
         self.services = services
         self.run_id = run_id
         self.ref: pykka.ActorRef[RunActor] | None = None
+        self.actor: RunActor | None = None  # the actor hosting the run now (set with ref)
         self.owner: Any = None  # the driver: acks name it, so a reused actor drops stale ones
         self.store = services.store
         self.registry = services.registry
@@ -168,7 +169,9 @@ class RunPort:
             ref = self.ref
             owner = self.owner
             local = self.local_acks
-            thread = threading.get_ident()  # submit runs on the run actor's thread
+            # The thread handling the run's message: the run actor's, or a branch actor's
+            # that delivers an outcome (RunActor.deliver).
+            thread = threading.get_ident()
 
             def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
                 message = Committed(batch, error, owner)
@@ -180,8 +183,12 @@ class RunPort:
         self.services.writer.submit(WriteRequest(ops, ack, lazy))
 
     def dispatch(self, task: ActivityTask) -> None:
-        ref = self.ref
-        task.deliver = lambda message: safe_tell(ref, message)
+        actor = self.actor
+        if actor is not None:
+            task.deliver = actor.deliver
+        else:
+            ref = self.ref
+            task.deliver = lambda message: safe_tell(ref, message)
         self.services.pool.submit(task)
 
     def call_later(self, delay: float, message: Any) -> TimerHandle:
@@ -237,8 +244,58 @@ class RunActor(pykka.ThreadingActor):
         self.services = services
         self.run_id = ""
         self.driver: RunDriver | None = None
+        # Held while the run's state is handled: by this actor's thread for each message,
+        # or by a branch actor's thread that delivers an outcome directly (deliver).
+        self.lock = threading.Lock()
+        self.stopping = False
+
+    def on_stop(self) -> None:
+        # Waits for a delivery in progress on a branch actor's thread; none starts after.
+        with self.lock:
+            self.stopping = True
 
     def on_receive(self, message: Any) -> Any:
+        with self.lock:
+            leftover = self._receive(message)
+        if leftover is not None:
+            self._handle_envelope(leftover)
+        return None
+
+    def deliver(self, message: ActivityDone) -> None:
+        """A branch actor's outcome, called in the branch actor's thread.
+
+        When this actor is idle (nothing in its inbox, nothing being handled)
+        the outcome is handled right here, under the actor's lock, exactly as
+        the actor's own thread would handle it: the record is committed (inline
+        when the writer is idle), the generator resumes and the next attempt is
+        dispatched, which the calling branch actor keeps for itself. That saves
+        two thread hand-offs per sequential step, each a cross-CPU wake-up.
+        Otherwise it is told to the actor, behind what is already queued.
+
+        The run's state is still touched by one thread at a time, and the actor
+        stays free while an activity runs: cancels and timeouts are handled at
+        once. Messages from one sender keep their order: the branch actor
+        delivers its next outcome only after this one returns.
+        """
+        inbox = cast("queue.SimpleQueue[Any]", self.actor_inbox)
+        lock = self.lock
+        if inbox.empty() and lock.acquire(blocking=False):
+            try:
+                driver = self.driver
+                if (
+                    driver is not None
+                    and message.node.driver is driver
+                    and inbox.empty()
+                    and not self.stopping
+                ):
+                    self._handle(driver, message)
+                    return
+            finally:
+                lock.release()
+        safe_tell(self.actor_ref, message)
+
+    def _receive(self, message: Any) -> Any:
+        """Handle one message under ``lock``; the envelope to handle after it, if any."""
         if isinstance(message, Host):
             self._host(message)
             return None
@@ -253,16 +310,17 @@ class RunActor(pykka.ThreadingActor):
             else:
                 safe_tell(self.services.supervisor, PassivateRefused(self.run_id))
             return None
+        return self._handle(driver, message, drain=True)
+
+    def _handle(self, driver: RunDriver, message: Any, drain: bool = False) -> Any:
         try:
             driver.handle(message)
-            leftover = self._drain(driver)
+            leftover = self._drain(driver) if drain else None
             self._after()
         except Exception as exc:
             self._crash(exc)
             return None
-        if leftover is not None:
-            self._handle_envelope(leftover)
-        return None
+        return leftover
 
     def _drain(self, driver: RunDriver) -> Any:
         """Handle the run's other messages already waiting, so they share one batch.
@@ -317,6 +375,7 @@ class RunActor(pykka.ThreadingActor):
                 driver.fresh = message.record is not None
                 parked = record.get("st") == "parked"
             driver.port.ref = self.actor_ref
+            driver.port.actor = self
             self.driver = driver
             if not driver.begun:
                 driver.begin()
