@@ -94,6 +94,8 @@ class BranchPool:
         local.slot = slot
         try:
             task.deliver(outcome)
+        except Exception as exc:  # never lose the branch actor (and its pool slot) to it
+            _log.error("delivering an activity outcome failed", error=repr(exc))
         finally:
             local.slot = None
         return slot[0] if slot else None

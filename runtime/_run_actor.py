@@ -20,7 +20,7 @@ import pykka
 from treadle.storage import DEFAULT_MAX_PAYLOAD, Op, Store, WriteLane, WriteRequest, run_key
 
 from ._activity import ActivityTask
-from ._branch import BranchPool, simple_inbox
+from ._branch import BranchPool
 from ._clock import Clock
 from ._driver import RunDriver
 from ._errors import JournalCorruptionError
@@ -224,6 +224,31 @@ class RunPort:
         safe_tell(self.services.supervisor, RunEnded(self.run_id, status, record))
 
 
+class RunInbox(queue.SimpleQueue[Any]):
+    """A run actor's inbox that counts messages put and not yet handled.
+
+    ``pending`` is 0 only when nothing is queued and the actor's thread is not
+    between taking a message and finishing it: the condition for a branch actor
+    to handle its outcome itself (:meth:`RunActor.deliver`) without overtaking
+    a message sent before it.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._count_lock = threading.Lock()
+        self.pending = 0
+
+    def put(self, item: Any, block: bool = True, timeout: float | None = None) -> None:
+        with self._count_lock:
+            self.pending += 1
+        super().put(item, block, timeout)
+
+    def handled(self) -> None:
+        """One message taken from this inbox is finished."""
+        with self._count_lock:
+            self.pending -= 1
+
+
 class RunActor(pykka.ThreadingActor):
     """Drives one run at a time; the supervisor reuses an idle one for the next run.
 
@@ -236,11 +261,12 @@ class RunActor(pykka.ThreadingActor):
     use_daemon_thread = True
 
     @staticmethod
-    def _create_actor_inbox() -> queue.SimpleQueue[Any]:
-        return simple_inbox()
+    def _create_actor_inbox() -> RunInbox:
+        return RunInbox()
 
     def __init__(self, services: Services) -> None:
         super().__init__()
+        self.inbox = cast("RunInbox", self.actor_inbox)
         self.services = services
         self.run_id = ""
         self.driver: RunDriver | None = None
@@ -254,6 +280,14 @@ class RunActor(pykka.ThreadingActor):
         with self.lock:
             self.stopping = True
 
+    def _handle_receive(self, message: Any) -> Any:
+        # Every envelope taken from the inbox, pykka's own (stop, proxy calls) included, is
+        # counted as handled only once it is finished.
+        try:
+            return super()._handle_receive(message)
+        finally:
+            self.inbox.handled()
+
     def on_receive(self, message: Any) -> Any:
         with self.lock:
             leftover = self._receive(message)
@@ -264,7 +298,8 @@ class RunActor(pykka.ThreadingActor):
     def deliver(self, message: ActivityDone) -> None:
         """A branch actor's outcome, called in the branch actor's thread.
 
-        When this actor is idle (nothing in its inbox, nothing being handled)
+        When this actor is idle (nothing in its inbox, nothing being handled:
+        ``RunInbox.pending`` is 0)
         the outcome is handled right here, under the actor's lock, exactly as
         the actor's own thread would handle it: the record is committed (inline
         when the writer is idle), the generator resumes and the next attempt is
@@ -277,18 +312,24 @@ class RunActor(pykka.ThreadingActor):
         once. Messages from one sender keep their order: the branch actor
         delivers its next outcome only after this one returns.
         """
-        inbox = cast("queue.SimpleQueue[Any]", self.actor_inbox)
+        inbox = self.inbox
         lock = self.lock
-        if inbox.empty() and lock.acquire(blocking=False):
+        if not inbox.pending and lock.acquire(blocking=False):
             try:
                 driver = self.driver
                 if (
-                    driver is not None
+                    not inbox.pending
+                    and driver is not None
                     and message.node.driver is driver
-                    and inbox.empty()
                     and not self.stopping
+                    and not self.actor_stopped.is_set()
                 ):
-                    self._handle(driver, message)
+                    try:
+                        self._handle(driver, message)
+                    except Exception as exc:  # _crash itself failed (the store is closing)
+                        self.services.log.error(
+                            "delivering an outcome failed", run_id=self.run_id, error=repr(exc)
+                        )
                     return
             finally:
                 lock.release()
@@ -328,7 +369,7 @@ class RunActor(pykka.ThreadingActor):
         Returns the first envelope that is not a plain run message (it is
         handled after the flush, keeping the inbox order).
         """
-        inbox = cast("queue.SimpleQueue[Any]", self.actor_inbox)
+        inbox = self.inbox
         for _ in range(_DRAIN_LIMIT):
             if inbox.empty():
                 return None
@@ -338,8 +379,11 @@ class RunActor(pykka.ThreadingActor):
                 return None
             message = envelope.message
             if envelope.reply_to is not None or not isinstance(message, _PLAIN):
-                return envelope
-            driver.handle(message)
+                return envelope  # counted as handled by _handle_receive, when it is
+            try:
+                driver.handle(message)
+            finally:
+                inbox.handled()
         return None
 
     def _handle_envelope(self, envelope: Any) -> None:

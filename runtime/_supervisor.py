@@ -436,11 +436,15 @@ class Supervisor(SignalRequests, CancelRequests, pykka.ThreadingActor):
         refs = [entry.ref for entry in self.entries.values() if entry.ref is not None] + self.idle_hosts
         self.idle_hosts = []
         self.replay_queue.clear()
-        for ref in refs:
-            ref.stop(block=False)
+        # A stop's future is done once on_stop returned, which waits for an outcome that a
+        # branch actor's thread is handling for the run (RunActor.deliver).
+        stops = [ref.stop(block=False) for ref in refs]
         deadline = time.monotonic() + message.timeout
-        for ref in refs:  # one deadline for all, not one per actor
-            ref.actor_stopped.wait(max(0.0, deadline - time.monotonic()))
+        for stop in stops:  # one deadline for all, not one per actor
+            try:
+                stop.get(timeout=max(0.0, deadline - time.monotonic()))
+            except pykka.Timeout:
+                break
         self.entries.clear()
 
 

@@ -39,7 +39,7 @@ def held(i: int) -> int:
 
 @workflow(name="direct.sequence")
 def sequence(ctx: Any, n: int) -> Any:
-    total = 0
+    total = yield ctx.run(held, 0)
     for i in range(n):
         total += yield ctx.run(where, i)
     return total
@@ -69,10 +69,17 @@ def test_sequential_steps_are_kept_by_the_branch_that_delivers(box: Box) -> None
     clock: no timer message reaches the actor's inbox meanwhile.)"""
     rt = box.open(clock=FakeClock())
     THREADS.clear()
-    kept = rt._pool.kept
+    STARTED.clear()
+    RELEASE.clear()
     handle = rt.start(sequence, 30)
+    assert STARTED.wait(WAIT)
+    actor = _actor(rt, handle.run_id)
+    # The run actor has finished handling the run's start: from here on it is idle.
+    wait_until(lambda: actor.inbox.pending == 0, message="the run actor idle")
+    kept = rt._pool.kept
+    RELEASE.set()
     assert handle.result(timeout=WAIT) == sum(i * 2 for i in range(30))
-    assert rt._pool.kept - kept == 29
+    assert rt._pool.kept - kept == 30
     assert len(THREADS) == 30 and len(set(THREADS)) == 1
     assert all(status == "completed" for _, status in _steps(handle))
 
@@ -91,10 +98,10 @@ def test_an_outcome_is_queued_while_the_run_actor_is_busy(box: Box) -> None:
         RELEASE.set()
         # The branch actor could not deliver: it told the outcome and went idle.
         wait_until(lambda: rt._pool.stats()[1] == 0, message="the branch actor idle")
+        assert actor.inbox.pending == 1  # the outcome, taken or not, waits for the lock
         assert ("0", "completed") not in _steps(handle)  # not handled behind the lock
+        assert rt._pool.kept == kept  # nothing was dispatched
     assert handle.result(timeout=WAIT) == [1, 4, 6]
-    # Step 1 went through the inbox (nothing kept); step 2's branch kept step 3.
-    assert rt._pool.kept - kept == 1
 
 
 def test_a_cancel_is_handled_while_the_activity_runs_and_its_late_outcome_is_dropped(
@@ -142,3 +149,5 @@ def test_stopping_the_run_actor_waits_for_a_delivery_in_progress(box: Box) -> No
     assert stopped.wait(WAIT)
     assert actor.stopping
     RELEASE.set()
+    wait_until(lambda: rt._pool.stats()[1] == 0, message="the activity returned")
+    assert ("0", "completed") not in _steps(handle)  # its outcome reached a stopped actor
