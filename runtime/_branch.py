@@ -95,7 +95,12 @@ class BranchPool:
         try:
             task.deliver(outcome)
         except Exception as exc:  # never lose the branch actor (and its pool slot) to it
-            _log.error("delivering an activity outcome failed", error=repr(exc))
+            _log.error(
+                "delivering an activity outcome failed",
+                run_id=task.context.run_id,
+                step=task.context.step,
+                error=repr(exc),
+            )
         finally:
             local.slot = None
         return slot[0] if slot else None

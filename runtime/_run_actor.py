@@ -184,11 +184,8 @@ class RunPort:
 
     def dispatch(self, task: ActivityTask) -> None:
         actor = self.actor
-        if actor is not None:
-            task.deliver = actor.deliver
-        else:
-            ref = self.ref
-            task.deliver = lambda message: safe_tell(ref, message)
+        assert actor is not None, "a run dispatches only while an actor hosts it"
+        task.deliver = actor.deliver
         self.services.pool.submit(task)
 
     def call_later(self, delay: float, message: Any) -> TimerHandle:
@@ -298,19 +295,18 @@ class RunActor(pykka.ThreadingActor):
     def deliver(self, message: ActivityDone) -> None:
         """A branch actor's outcome, called in the branch actor's thread.
 
-        When this actor is idle (nothing in its inbox, nothing being handled:
-        ``RunInbox.pending`` is 0)
-        the outcome is handled right here, under the actor's lock, exactly as
-        the actor's own thread would handle it: the record is committed (inline
-        when the writer is idle), the generator resumes and the next attempt is
-        dispatched, which the calling branch actor keeps for itself. That saves
-        two thread hand-offs per sequential step, each a cross-CPU wake-up.
-        Otherwise it is told to the actor, behind what is already queued.
+        When this actor is idle (``RunInbox.pending`` is 0: no message queued,
+        none taken and not yet finished) the outcome is handled right here,
+        under the actor's lock, exactly as the actor's own thread would handle
+        it: the record is committed (inline when the writer is idle), the
+        generator resumes and the next attempt is dispatched, which the calling
+        branch actor keeps for itself. That saves two thread hand-offs per
+        sequential step, each a cross-CPU wake-up. Otherwise it is told to the
+        actor, behind what is already there, so it overtakes no earlier message.
 
         The run's state is still touched by one thread at a time, and the actor
         stays free while an activity runs: cancels and timeouts are handled at
-        once. Messages from one sender keep their order: the branch actor
-        delivers its next outcome only after this one returns.
+        once.
         """
         inbox = self.inbox
         lock = self.lock
@@ -324,12 +320,7 @@ class RunActor(pykka.ThreadingActor):
                     and not self.stopping
                     and not self.actor_stopped.is_set()
                 ):
-                    try:
-                        self._handle(driver, message)
-                    except Exception as exc:  # _crash itself failed (the store is closing)
-                        self.services.log.error(
-                            "delivering an outcome failed", run_id=self.run_id, error=repr(exc)
-                        )
+                    self._handle(driver, message)  # raises only if _crash failed (BranchPool logs it)
                     return
             finally:
                 lock.release()
