@@ -159,7 +159,7 @@ class RunDriver:
                 message.node.on_done(message)
         elif isinstance(message, Committed):
             if message.owner is self:
-                self._on_committed(message)
+                self._on_committed(message.batch, message.error)
         elif isinstance(message, TimerFired):
             node = self.timers.get(message.step)
             if node is not None:
@@ -265,9 +265,14 @@ class RunDriver:
     def decode(self, packed: bytes | None) -> Any:
         return decode(packed)
 
-    def _on_committed(self, message: Committed) -> None:
-        callbacks = self.writes.committed(message.batch)
-        error = message.error
+    def committed(self, batch: int, error: BaseException | None) -> None:
+        """Batch ``batch`` of this run was committed on this thread (``error`` if it failed)."""
+        self._on_committed(batch, error)
+        if self.released:
+            self._offer_released()
+
+    def _on_committed(self, batch: int, error: BaseException | None) -> None:
+        callbacks = self.writes.committed(batch)
         if error is not None:
             if isinstance(error, StorageFullError) and not error.transient and not self.store_full:
                 self._fail_store_full(error)

@@ -159,28 +159,28 @@ class RunPort:
         self.clock = services.clock
         self.max_payload = services.max_payload
         self.log = services.log
-        # Acks of batches this run's own thread committed inline: the actor handles them
-        # right after its flush instead of telling them to itself.
-        self.local_acks: deque[Committed] = deque()
+        # (batch, error) of batches this run's own thread committed inline: the actor handles
+        # them right after its flush instead of telling them to itself.
+        self.local_acks: deque[tuple[int, BaseException | None]] = deque()
 
     def submit(self, ops: Sequence[Op], batch: int | None, lazy: bool) -> None:
-        ack = None
-        if batch is not None:
-            ref = self.ref
-            owner = self.owner
-            local = self.local_acks
-            # The thread handling the run's message: the run actor's, or a branch actor's
-            # that delivers an outcome (RunActor.deliver).
-            thread = threading.get_ident()
+        writer = self.services.writer
+        if batch is None:
+            writer.submit(WriteRequest(ops, None, lazy))
+            return
+        if not lazy:
+            done, error = writer.commit_if_idle(ops)
+            if done:
+                # Committed by this thread (the run actor's, or a branch actor's delivering an
+                # outcome: RunActor.deliver): the actor handles the ack right after its flush.
+                self.local_acks.append((batch, error))
+                return
+        ref, owner = self.ref, self.owner
 
-            def ack(error: BaseException | None, ref: Any = ref, batch: int = batch) -> None:
-                message = Committed(batch, error, owner)
-                if threading.get_ident() == thread:
-                    local.append(message)  # committed inline, by the submitting thread
-                else:
-                    safe_tell(ref, message)
+        def ack(error: BaseException | None) -> None:
+            safe_tell(ref, Committed(batch, error, owner))
 
-        self.services.writer.submit(WriteRequest(ops, ack, lazy))
+        writer.submit(WriteRequest(ops, ack, lazy), inline=False)
 
     def dispatch(self, task: ActivityTask) -> None:
         actor = self.actor
@@ -430,7 +430,7 @@ class RunActor(pykka.ThreadingActor):
         # handle its ack now; what that dispatches or records is flushed in turn.
         acks = driver.port.local_acks
         while acks:
-            driver.handle(acks.popleft())
+            driver.committed(*acks.popleft())
             driver.writes.flush()
         if driver.finished and driver.writes.settled:
             # Its terminal record is durable: late messages (a race loser's result) are

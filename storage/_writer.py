@@ -208,13 +208,12 @@ class WriteLane:
 
         Raises ``pykka.ActorDeadError`` if the writer has stopped.
         """
-        if inline and not request.lazy and self.queued == 0 and self.commit_lock.acquire(blocking=False):
-            try:
-                if self.queued == 0 and not self.closed:
-                    self._commit_inline(request)
-                    return
-            finally:
-                self.commit_lock.release()
+        if inline and not request.lazy:
+            done, error = self.commit_if_idle(request.ops)
+            if done:
+                if request.ack is not None:
+                    request.ack(error)
+                return
         assert self.ref is not None, "WriteLane.submit before start()"
         request.counted = True
         with self._count_lock:
@@ -226,9 +225,25 @@ class WriteLane:
                 self.queued -= 1
             raise
 
-    def _commit_inline(self, request: WriteRequest) -> None:
-        self.inline += 1
-        _acknowledge((request,), _apply(self.store, request.ops))
+    def commit_if_idle(self, ops: Sequence[Op]) -> tuple[bool, BaseException | None]:
+        """Commit ``ops`` on this thread now if the writer is idle; no ack is called.
+
+        ``(True, error)`` once committed, ``error`` being the commit's error if it
+        failed: the caller acknowledges it itself (a run's own thread does, without
+        building a callback or a message). ``(False, None)`` when a commit is in
+        flight or anything is queued: queue the request with ``submit``.
+        """
+        if self.queued == 0 and self.commit_lock.acquire(blocking=False):
+            try:
+                if self.queued == 0 and not self.closed:
+                    self.inline += 1
+                    error = _apply(self.store, ops)
+                    if error is None:
+                        crash_point("after_commit")
+                    return True, error
+            finally:
+                self.commit_lock.release()
+        return False, None
 
     def committed(self, batch: Sequence[WriteRequest]) -> None:
         """The writer committed and acknowledged ``batch`` (called under ``commit_lock``)."""

@@ -462,3 +462,37 @@ def test_closed_lane_commits_nothing_inline(start_lane: Callable[..., WriteLane]
     acks.wait_all()
     assert lane.inline == 0
     assert store.get("journal", b"k00001") == {"i": 1}
+
+
+def test_commit_if_idle_commits_on_this_thread_and_returns_the_outcome(
+    start_lane: Callable[..., WriteLane],
+) -> None:
+    """The caller gets (True, error) back instead of an ack: None once durable, else the error."""
+    store = GatedStore(gate_call=None, fail_calls=[2])
+    lane = start_lane(store)
+    assert lane.commit_if_idle([_op(1)]) == (True, None)
+    assert store.get("journal", b"k00001") == {"i": 1}  # readable when it returns
+    done, error = lane.commit_if_idle([_op(2)])
+    assert done is True
+    assert error is store.errors[0]
+    assert store.get("journal", b"k00002") is None
+    assert lane.inline == 2
+    assert lane.queued == 0
+
+
+def test_commit_if_idle_declines_while_the_writer_is_busy_or_the_lane_closed(
+    start_lane: Callable[..., WriteLane],
+) -> None:
+    """With a commit in flight (or anything queued) it commits nothing: the caller queues."""
+    store = GatedStore(gate_call=1)
+    lane = start_lane(store)
+    acks = Acks()
+    lane.submit(WriteRequest([_op(0)], acks.make(0)), inline=False)  # the writer takes it and blocks
+    assert store.entered.wait(WAIT)
+    assert lane.commit_if_idle([_op(1)]) == (False, None)
+    store.release.set()
+    acks.wait_all()
+    assert store.get("journal", b"k00001") is None
+    lane.close()
+    assert lane.commit_if_idle([_op(1)]) == (False, None)
+    assert lane.inline == 0
