@@ -169,3 +169,49 @@ def test_error_classes_are_treadle_errors_and_builtin_kinds() -> None:
         encode("xx", "step 13", limit=1)
     assert isinstance(big.value, TreadleError)
     assert str(big.value).startswith("[TRD-TOOBIG] ")
+
+
+class _Box:
+    """A registered value type whose plain form may hold another _Box."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+
+
+def test_registered_values_nest_and_a_failed_pack_leaves_the_packer_usable() -> None:
+    """``pack`` reuses one packer per thread; a registered type packed in the middle of it
+    (a value inside a value) must not disturb the outer value, nor must a failure."""
+    from treadle.storage import register_type
+
+    register_type(_Box, 99, lambda box: [box.inner], lambda plain: _Box(plain[0]))
+    value = {"a": _Box(_Box([1, "x"])), "b": [2, _Box(None)]}
+    back = decode(pack(value))
+    assert back["a"].inner.inner == [1, "x"]
+    assert back["b"][0] == 2
+    assert back["b"][1].inner is None
+    with pytest.raises(TypeError):
+        pack({"ok": 1, "bad": {3}})
+    assert decode(pack({"after": [1, 2]})) == {"after": [1, 2]}
+
+
+def test_threads_pack_at_once_without_mixing_their_output() -> None:
+    import threading
+
+    errors: list[str] = []
+    barrier = threading.Barrier(4)
+
+    def worker(n: int) -> None:
+        barrier.wait(10)
+        for i in range(2000):
+            value = {"thread": n, "i": i, "payload": [n] * (i % 17)}
+            if decode(pack(value)) != value:
+                errors.append(f"thread {n} item {i}")
+                return
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+        assert not t.is_alive()
+    assert errors == []
