@@ -10,14 +10,18 @@ import json
 import math
 import os
 import resource
+import shutil
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 RESULT_PREFIX = "BENCH-RESULT "
+# seq_steps' own floor: commits measured in its process, in blocks between its repetitions.
+PAIRED_FLOOR = "commit floor, paired"
 
 
 def median(samples: Sequence[float]) -> float:
@@ -92,6 +96,44 @@ class Stamps:
             if not self._cond.wait_for(lambda: len(self.times) >= n, timeout):
                 raise TimeoutError(f"only {len(self.times)} of {n} stamps after {timeout}s")
             return list(self.times)
+
+
+class CommitFloor:
+    """The floor of a durable step: one-record LMDB commits on a raw environment opened
+    like treadle's store (``sync=True``, ``metasync=True``), in a fresh folder under ``tmp``.
+
+    Used by ``run.py`` (at the start and the end of a run) and by ``seq_steps`` (between
+    its repetitions, in its own process: the paired floor).
+    """
+
+    def __init__(self, tmp: str, warm_up: int = 20) -> None:
+        import lmdb
+        import msgpack
+
+        self.path = tempfile.mkdtemp(prefix="floor-", dir=tmp)
+        self.env = lmdb.open(self.path, map_size=64 * 1024 * 1024, max_dbs=2, sync=True, metasync=True)
+        self.db = self.env.open_db(b"journal")
+        step = {"v": 1, "s": "12", "k": "activity", "n": "noop", "st": "completed", "val": b"\x0c", "a": 1}
+        self.record = msgpack.packb({**step, "t0": time.time(), "t1": time.time(), "o": [12]})
+        self.seq = 0
+        for _ in range(warm_up):  # file growth, first pages
+            self.commit()
+
+    def commit(self, records: int = 1) -> float:
+        """One durable transaction of ``records`` records; its time in ms."""
+        t0 = time.perf_counter()
+        with self.env.begin(write=True, db=self.db) as txn:
+            for _ in range(records):
+                self.seq += 1
+                txn.put(b"run-floor\x00" + self.seq.to_bytes(8, "big"), self.record)
+        return (time.perf_counter() - t0) * 1000
+
+    def commits(self, count: int, records: int = 1) -> list[float]:
+        return [self.commit(records) for _ in range(count)]
+
+    def close(self) -> None:
+        self.env.close()
+        shutil.rmtree(self.path, ignore_errors=True)
 
 
 def closed_loop(count: int, threads: int, one: Callable[[], Any], timeout: float = 600.0) -> float:

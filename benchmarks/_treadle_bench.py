@@ -23,7 +23,17 @@ import threading
 import time
 from typing import Any
 
-from _common import Stamps, child_main, closed_loop, metric, peak_rss_mb, rss_mb, wait_for
+from _common import (
+    PAIRED_FLOOR,
+    CommitFloor,
+    Stamps,
+    child_main,
+    closed_loop,
+    metric,
+    peak_rss_mb,
+    rss_mb,
+    wait_for,
+)
 
 from treadle.runtime import RunStatus, Runtime, activity, workflow
 
@@ -156,13 +166,19 @@ def _warm_up(params: dict[str, Any]) -> None:
 
 
 def bench_seq_steps(params: dict[str, Any]) -> dict[str, Any]:
-    steps, reps = params["steps"], params["reps"]
+    """Step gaps of ``reps`` runs of ``steps`` steps, with a block of ``floor_block``
+    floor commits before each run and after the last (the paired floor: measured in this
+    process, seconds from the steps it is compared with)."""
+    steps, reps, block = params["steps"], params["reps"], params["floor_block"]
     rt = _open(_store(params, "seq"))
+    floor = CommitFloor(params["tmp"])
     try:
         rt.start(seq_wf, min(steps, 50)).result(timeout=RESULT_TIMEOUT)  # warm-up, not timed
         gaps: list[float] = []
         per_step: list[float] = []
+        paired: list[float] = []
         for _ in range(reps):
+            paired.extend(floor.commits(block))
             STAMPS.clear()
             t0 = time.perf_counter()
             rt.start(seq_wf, steps).result(timeout=RESULT_TIMEOUT)
@@ -170,12 +186,15 @@ def bench_seq_steps(params: dict[str, Any]) -> dict[str, Any]:
             stamps = STAMPS.wait_count(steps, 10)
             gaps.extend((b - a) * 1000 for a, b in itertools.pairwise(stamps))
             per_step.append(wall * 1000 / steps)
+        paired.extend(floor.commits(block))
     finally:
+        floor.close()
         _close(rt)
     return {
         "metrics": [
             metric("step gap", "ms", gaps),
             metric("wall / steps", "ms", per_step),
+            metric(PAIRED_FLOOR, "ms", paired),
         ]
     }
 
