@@ -14,8 +14,9 @@ Each requester is acknowledged only after its commit is durable.
 
 :class:`WriteLane` is how the runtime submits: when the writer is idle
 (nothing queued, nothing being committed) the submitting thread commits its
-own request at once, under the lane's commit lock, and runs its ack itself;
-that saves two thread hand-offs (to the writer and back) on the path of a
+own request at once, under the lane's commit lock, and then runs its ack itself
+(``commit_if_idle`` hands the outcome back instead, for a caller that needs no
+callback); that saves two thread hand-offs (to the writer and back) on the path of a
 lone step. Whenever anything is queued or in flight the request joins the
 writer's inbox instead, so under load every request still goes through the
 writer's group commit. See :class:`WriteLane` for why this keeps each
@@ -163,7 +164,8 @@ class WriteLane:
     """The way into the store's write transactions: inline when the writer is idle, else group commit.
 
     ``submit`` from any thread. A request is committed by the submitting
-    thread itself (and its ack run there, right after the commit) only when
+    thread itself (and its ack run there, right after the commit; ``commit_if_idle``
+    returns the outcome instead) only when
     the commit lock is free and no request submitted through this lane is
     queued or being committed by the writer. Otherwise it is counted and told
     to the :class:`StoreWriter`, which takes the same lock for each batch.
