@@ -159,7 +159,7 @@ class RunDriver:
                 message.node.on_done(message)
         elif isinstance(message, Committed):
             if message.owner is self:
-                self._on_committed(message.batch, message.error)
+                self.committed(message.batch, message.error)
         elif isinstance(message, TimerFired):
             node = self.timers.get(message.step)
             if node is not None:
@@ -266,12 +266,9 @@ class RunDriver:
         return decode(packed)
 
     def committed(self, batch: int, error: BaseException | None) -> None:
-        """Batch ``batch`` of this run was committed on this thread (``error`` if it failed)."""
-        self._on_committed(batch, error)
-        if self.released:
-            self._offer_released()
-
-    def _on_committed(self, batch: int, error: BaseException | None) -> None:
+        """Batch ``batch`` of this run was committed (``error`` if it failed): run what
+        waited on it. Called for a ``Committed`` message, or directly for a batch this
+        run's thread committed inline."""
         callbacks = self.writes.committed(batch)
         if error is not None:
             if isinstance(error, StorageFullError) and not error.transient and not self.store_full:
@@ -280,6 +277,8 @@ class RunDriver:
             raise StoreStalled(error)  # disk full or I/O: retried with backoff, resumes later
         for callback in callbacks:
             callback()
+        if self.released:
+            self._offer_released()
 
     def _fail_store_full(self, error: StorageFullError) -> None:
         """The map is at its configured cap: the run's records will not fit however

@@ -146,7 +146,9 @@ class StoreWriter(pykka.ThreadingActor):
             return
         if error is not None:
             self.failures += 1
-        _acknowledge(batch, error)
+        for request in batch:
+            if request.ack is not None:
+                request.ack(error)
 
     def _handle_other(self, envelope: Any) -> None:
         """Process a non-write envelope taken out of the inbox while batching."""
@@ -239,10 +241,7 @@ class WriteLane:
             try:
                 if self.queued == 0 and not self.closed:
                     self.inline += 1
-                    error = _apply(self.store, ops)
-                    if error is None:
-                        crash_point("after_commit")
-                    return True, error
+                    return True, _apply(self.store, ops)
             finally:
                 self.commit_lock.release()
         return False, None
@@ -261,22 +260,15 @@ class WriteLane:
 
 
 def _apply(store: Store, ops: Sequence[Op]) -> BaseException | None:
-    """Commit ``ops`` in one transaction; the error, if it failed."""
+    """Commit ``ops`` in one transaction; the error, if it failed (else the ``after_commit``
+    crash point, before anyone is told)."""
     if ops:
         try:
             store.apply(ops)
         except Exception as exc:
             return exc
+    crash_point("after_commit")
     return None
-
-
-def _acknowledge(requests: Sequence[WriteRequest], error: BaseException | None) -> None:
-    """Tell every request how its commit went (after the ``after_commit`` crash point)."""
-    if error is None:
-        crash_point("after_commit")
-    for request in requests:
-        if request.ack is not None:
-            request.ack(error)
 
 
 def write_and_wait(writer: pykka.ActorRef[StoreWriter], ops: Sequence[Op], timeout: float = 30.0) -> None:
