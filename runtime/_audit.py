@@ -48,9 +48,10 @@ from treadle.storage import (
     timer_key,
 )
 
+from ._records import FINISHED
+
 __all__ = ["AuditReport", "audit"]
 
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 RUN_STATUSES = frozenset({"running", "suspended", "parked"}) | FINISHED
 STEP_STATUSES = frozenset({"running", "completed", "failed", "abandoned"})
 CANCEL_STEP = "@cancel"

@@ -29,7 +29,7 @@ from treadle.storage import (
     signal_prefix,
 )
 
-from ._records import RunStatus
+from ._records import FINISHED, RunStatus
 
 __all__ = [
     "CliError",
@@ -45,7 +45,6 @@ __all__ = [
     "step_count",
 ]
 
-FINISHED = frozenset({"completed", "failed", "cancelled"})
 CANCEL_STEP = "@cancel"
 _READ_ATTEMPTS = 5
 

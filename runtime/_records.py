@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import ActivityError
 
-__all__ = ["PENDING", "RunStatus", "RunSummary", "Settled", "StepRecord"]
+__all__ = ["FINISHED", "PENDING", "RunStatus", "RunSummary", "Settled", "StepRecord"]
 
 
 class RunStatus(enum.StrEnum):
@@ -24,7 +24,11 @@ class RunStatus(enum.StrEnum):
 
     @property
     def finished(self) -> bool:
-        return self in (RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED)
+        return self in FINISHED
+
+
+# The statuses a run ends in, as stored (RunStatus is a StrEnum: its members match too).
+FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 
 
 class _Pending:

@@ -24,9 +24,7 @@ if TYPE_CHECKING:
     from ._driver import RunDriver
     from ._run_actor import RunActor, Services
 
-__all__ = ["FINISHED", "Entry", "RunTable", "parent_of"]
-
-FINISHED = frozenset({"completed", "failed", "cancelled"})
+__all__ = ["Entry", "RunTable", "parent_of"]
 
 
 @dataclass

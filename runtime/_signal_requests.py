@@ -11,8 +11,9 @@ from treadle.storage import Op, WriteRequest, crash_point, signal_index_key, sig
 
 from ._errors import RunFinishedError
 from ._messages import Pending, SendSignal, Signal, SignalArrived, _SignalStored
+from ._records import FINISHED
 from ._run_actor import safe_tell
-from ._run_table import FINISHED, RunTable
+from ._run_table import RunTable
 
 __all__ = ["SignalRequests"]
 

@@ -55,9 +55,9 @@ from ._messages import (
     _Restart,
     _SignalStored,
 )
-from ._records import RunStatus
+from ._records import FINISHED, RunStatus
 from ._run_actor import Host, RunActor, Services, safe_tell
-from ._run_table import FINISHED, Entry, parent_of
+from ._run_table import Entry, parent_of
 from ._signal_requests import SignalRequests
 
 __all__ = ["Supervisor"]
