@@ -48,13 +48,12 @@ from treadle.storage import (
     timer_key,
 )
 
-from ._records import FINISHED
+from ._records import CANCEL_STEP, FINISHED
 
 __all__ = ["AuditReport", "audit"]
 
 RUN_STATUSES = frozenset({"running", "suspended", "parked"}) | FINISHED
 STEP_STATUSES = frozenset({"running", "completed", "failed", "abandoned"})
-CANCEL_STEP = "@cancel"
 _RUN_KEY_SIZE = len(run_key(""))
 _SEQ_SIZE = 8
 

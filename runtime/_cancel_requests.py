@@ -13,10 +13,9 @@ from typing import Any
 
 from treadle.storage import Op, WriteRequest, journal_key, run_key
 
-from ._driver import CANCEL_STEP
 from ._errors import CancelledError, RunNotFoundError, error_to_data
 from ._messages import Cancel, CancelChild, CancelRun, ChildDone, Pending, RequestCancel, Resumed, Route
-from ._records import FINISHED
+from ._records import CANCEL_STEP, FINISHED
 from ._run_actor import safe_tell
 from ._run_table import RunTable, parent_of
 

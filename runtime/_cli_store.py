@@ -29,7 +29,7 @@ from treadle.storage import (
     signal_prefix,
 )
 
-from ._records import FINISHED, RunStatus
+from ._records import CANCEL_STEP, FINISHED, RunStatus
 
 __all__ = [
     "CliError",
@@ -45,7 +45,6 @@ __all__ = [
     "step_count",
 ]
 
-CANCEL_STEP = "@cancel"
 _READ_ATTEMPTS = 5
 
 # Exit codes: 1 the operation failed (unknown run, failed run, rejected command),

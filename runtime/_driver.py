@@ -61,16 +61,14 @@ from ._ops import (
     StateOp,
 )
 from ._parallel import Coordinator
-from ._records import COORDINATOR_KINDS, shape_value
+from ._records import CANCEL_STEP, COORDINATOR_KINDS, shape_value
 from ._topology import replay_mismatch
 from ._writes import RunWrites
 
 if TYPE_CHECKING:
     from ._run_actor import RunPort
 
-__all__ = ["CANCEL_STEP", "RunDriver"]
-
-CANCEL_STEP = "@cancel"
+__all__ = ["RunDriver"]
 
 
 class RunDriver:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._errors import ActivityError
 
-__all__ = ["FINISHED", "PENDING", "RunStatus", "RunSummary", "Settled", "StepRecord"]
+__all__ = ["CANCEL_STEP", "FINISHED", "PENDING", "RunStatus", "RunSummary", "Settled", "StepRecord"]
 
 
 class RunStatus(enum.StrEnum):
@@ -29,6 +29,9 @@ class RunStatus(enum.StrEnum):
 
 # The statuses a run ends in, as stored (RunStatus is a StrEnum: its members match too).
 FINISHED = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# The journal step id of a run's cancel request (read by the driver, the supervisor and the CLI).
+CANCEL_STEP = "@cancel"
 
 
 class _Pending:

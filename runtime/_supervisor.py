@@ -26,7 +26,6 @@ from treadle.storage import Op, WriteRequest, journal_key, run_key, signal_prefi
 
 from ._branch import simple_inbox
 from ._cancel_requests import CancelRequests
-from ._driver import CANCEL_STEP
 from ._errors import JournalCorruptionError
 from ._messages import (
     Cancel,
@@ -55,7 +54,7 @@ from ._messages import (
     _Restart,
     _SignalStored,
 )
-from ._records import FINISHED, RunStatus
+from ._records import CANCEL_STEP, FINISHED, RunStatus
 from ._run_actor import Host, RunActor, Services, safe_tell
 from ._run_table import Entry, parent_of
 from ._signal_requests import SignalRequests
