@@ -11,17 +11,18 @@ actor stays free while an activity runs.
 from __future__ import annotations
 
 import threading
+import uuid
 from typing import Any
 
 from tests.conftest import Box
 from tests.support import WAIT, assert_cancel_ended_the_run, cancel_in_thread, wait_until
-from treadle.runtime import Runtime, activity, workflow
+from treadle.runtime import ActivityContext, Runtime, activity, workflow
 from treadle.runtime._run_actor import RunActor
 from treadle.runtime.testing import FakeClock
 
 THREADS: list[int] = []
 STARTED = threading.Event()
-RELEASE = threading.Event()
+GATES: dict[str, threading.Event] = {}  # run id -> the gate its held activity waits on
 
 
 @activity(name="direct.where")
@@ -31,9 +32,9 @@ def where(i: int) -> int:
 
 
 @activity(name="direct.held")
-def held(i: int) -> int:
+def held(i: int, actx: ActivityContext) -> int:
     STARTED.set()
-    assert RELEASE.wait(WAIT), "not released"
+    assert GATES[actx.run_id].wait(WAIT), "not released"
     return i
 
 
@@ -53,6 +54,13 @@ def held_then_more(ctx: Any) -> Any:
     return [a, b, c]
 
 
+def _held_run_id(box: Box) -> tuple[str, threading.Event]:
+    """A fresh run id and the box gate its ``held`` activity waits on."""
+    run_id = f"direct-{uuid.uuid4().hex[:8]}"
+    GATES[run_id] = gate = box.gate()
+    return run_id, gate
+
+
 def _actor(rt: Runtime, run_id: str) -> RunActor:
     actor = rt._services.entries[run_id].ref._actor_weakref()
     assert isinstance(actor, RunActor)
@@ -70,14 +78,14 @@ def test_sequential_steps_are_kept_by_the_branch_that_delivers(box: Box) -> None
     rt = box.open(clock=FakeClock())
     THREADS.clear()
     STARTED.clear()
-    RELEASE.clear()
-    handle = rt.start(sequence, 30)
+    run_id, release = _held_run_id(box)
+    handle = rt.start(sequence, 30, run_id=run_id)
     assert STARTED.wait(WAIT)
     actor = _actor(rt, handle.run_id)
     # The run actor has finished handling the run's start: from here on it is idle.
     wait_until(lambda: actor.inbox.pending == 0, message="the run actor idle")
     kept = rt._pool.kept
-    RELEASE.set()
+    release.set()
     assert handle.result(timeout=WAIT) == sum(i * 2 for i in range(30))
     assert rt._pool.kept - kept == 30
     assert len(THREADS) == 30 and len(set(THREADS)) == 1
@@ -89,13 +97,13 @@ def test_an_outcome_is_queued_while_the_run_actor_is_busy(box: Box) -> None:
     it instead, and handled once the actor is free; nothing is kept for that step."""
     rt = box.open(clock=FakeClock())
     STARTED.clear()
-    RELEASE.clear()
-    handle = rt.start(held_then_more)
+    run_id, release = _held_run_id(box)
+    handle = rt.start(held_then_more, run_id=run_id)
     assert STARTED.wait(WAIT)
     actor = _actor(rt, handle.run_id)
     kept = rt._pool.kept
     with actor.lock:  # what the actor's thread holds while it handles a message
-        RELEASE.set()
+        release.set()
         # The branch actor could not deliver: it told the outcome and went idle.
         wait_until(lambda: rt._pool.stats()[1] == 0, message="the branch actor idle")
         assert actor.inbox.pending == 1  # the outcome, taken or not, waits for the lock
@@ -105,18 +113,18 @@ def test_an_outcome_is_queued_while_the_run_actor_is_busy(box: Box) -> None:
 
 
 def test_a_cancel_is_handled_while_the_activity_runs_and_its_late_outcome_is_dropped(
-    rt: Runtime,
+    box: Box, rt: Runtime
 ) -> None:
     """The run actor is free during an activity: a cancel ends the run at once. The
     activity's outcome, delivered later, is dropped: no record, no next step."""
     STARTED.clear()
-    RELEASE.clear()
     THREADS.clear()
-    handle = rt.start(held_then_more)
+    run_id, release = _held_run_id(box)
+    handle = rt.start(held_then_more, run_id=run_id)
     assert STARTED.wait(WAIT)
     canceller, outcome = cancel_in_thread(handle)
     assert_cancel_ended_the_run(canceller, outcome, handle)
-    RELEASE.set()
+    release.set()
     wait_until(lambda: rt._pool.stats()[1] == 0, message="the cancelled activity returned")
     assert THREADS == []  # step 1 was never dispatched
     assert [status for step, status in _steps(handle) if step == "0"] != ["completed"]
@@ -128,8 +136,8 @@ def test_stopping_the_run_actor_waits_for_a_delivery_in_progress(box: Box) -> No
     thread handles an outcome, and no delivery is handled directly after it."""
     rt = box.open()
     STARTED.clear()
-    RELEASE.clear()
-    handle = rt.start(held_then_more)
+    run_id, release = _held_run_id(box)
+    handle = rt.start(held_then_more, run_id=run_id)
     assert STARTED.wait(WAIT)
     actor = _actor(rt, handle.run_id)
     stopped = threading.Event()
@@ -148,6 +156,6 @@ def test_stopping_the_run_actor_waits_for_a_delivery_in_progress(box: Box) -> No
         actor.lock.release()
     assert stopped.wait(WAIT)
     assert actor.stopping
-    RELEASE.set()
+    release.set()
     wait_until(lambda: rt._pool.stats()[1] == 0, message="the activity returned")
     assert ("0", "completed") not in _steps(handle)  # its outcome reached a stopped actor

@@ -21,8 +21,8 @@ from treadle.runtime._driver import RunDriver
 
 HOLDS: dict[str, threading.Event] = {}  # run id -> what its replay waits on, past its first step
 REACHED: dict[str, threading.Event] = {}  # run id -> set when its replay reaches the hold
+GATES: dict[str, threading.Event] = {}  # run id -> what its second activity waits on
 IN_GATE: set[str] = set()
-GATE = threading.Event()  # the second activity of every run waits on it
 LOCK = threading.Lock()
 
 
@@ -35,7 +35,7 @@ def first(run_id: str) -> str:
 def gated(run_id: str) -> str:
     with LOCK:
         IN_GATE.add(run_id)
-    assert GATE.wait(WAIT), "gate not opened"
+    assert GATES[run_id].wait(WAIT), "gate not opened"
     return f"b-{run_id[-1]}"
 
 
@@ -50,18 +50,20 @@ def held(ctx: Any) -> Any:
     return [a, b]
 
 
-def _unfinished_runs(box: Box, count: int, prefix: str) -> list[str]:
-    """``count`` runs left running (their second activity in flight) by a runtime shut down."""
-    GATE.clear()
+def _unfinished_runs(box: Box, count: int, prefix: str) -> tuple[list[str], threading.Event]:
+    """``count`` runs left running (their second activity in flight) by a runtime shut down,
+    and the box gate their second activity waits on (in that runtime and the next)."""
     IN_GATE.clear()
+    gate = box.gate()
     rt = box.open()
     ids = [f"{prefix}-{i}" for i in range(count)]
     for run_id in ids:
+        GATES[run_id] = gate
         rt.start(held, run_id=run_id)
     wait_until(lambda: set(ids) <= IN_GATE, message="every run in its second activity")
     box.shutdown()
     IN_GATE.clear()
-    return ids
+    return ids, gate
 
 
 def _queued(rt: Any) -> list[str]:
@@ -76,7 +78,7 @@ def test_runs_beyond_the_replay_slots_wait_in_line_with_their_messages_held(
     reaches it when its turn comes; the others resume and finish."""
     monkeypatch.setattr(_supervisor, "REPLAY_SLOTS", 1)
     monkeypatch.setattr(_supervisor, "REPLAY_LEASE", WAIT)  # the held replay keeps its slot
-    ids = _unfinished_runs(box, 3, "slots-line")
+    ids, gate = _unfinished_runs(box, 3, "slots-line")
     for run_id in ids:
         HOLDS[run_id] = box.gate()
         REACHED[run_id] = threading.Event()
@@ -94,7 +96,7 @@ def test_runs_beyond_the_replay_slots_wait_in_line_with_their_messages_held(
         assert outcome == {"cancelled": True}, "the cancel of a waiting run is durable at once"
         assert not REACHED[waiting[0]].is_set(), "the cancelled run has not replayed yet"
 
-        GATE.set()
+        gate.set()
         for run_id in ids:
             HOLDS[run_id].set()
         assert_cancel_ended_the_run(canceller, outcome, handle)
@@ -115,11 +117,11 @@ def test_a_replay_that_does_not_return_gives_up_its_slot_after_its_lease(
     a replay that never returned held the slot, and with it every other run, for good)."""
     monkeypatch.setattr(_supervisor, "REPLAY_SLOTS", 1)
     monkeypatch.setattr(_supervisor, "REPLAY_LEASE", 0.2)
-    ids = _unfinished_runs(box, 2, "slots-lease")
+    ids, gate = _unfinished_runs(box, 2, "slots-lease")
     for run_id in ids:
         HOLDS[run_id] = box.gate()
         REACHED[run_id] = threading.Event()
-    GATE.set()
+    gate.set()
     rt = box.open()
     try:
         wait_until(lambda: any(REACHED[r].is_set() for r in ids), message="one replay reached its hold")
@@ -140,7 +142,7 @@ def test_a_replay_that_crashes_frees_its_slot(box: Box, monkeypatch: pytest.Monk
     """One slot, two unfinished runs, and the first replay crashes: the slot must come back,
     or the run waiting in line, and the crashed run's own restart, would never replay."""
     monkeypatch.setattr(_supervisor, "REPLAY_SLOTS", 1)
-    ids = _unfinished_runs(box, 2, "slots-crash")
+    ids, gate = _unfinished_runs(box, 2, "slots-crash")
     begin = RunDriver.begin
     crashed: list[str] = []
 
@@ -151,7 +153,7 @@ def test_a_replay_that_crashes_frees_its_slot(box: Box, monkeypatch: pytest.Monk
         begin(driver)
 
     monkeypatch.setattr(RunDriver, "begin", crash_once)
-    GATE.set()
+    gate.set()
     rt = box.open()
     for run_id in ids:
         assert rt.get(run_id).result(timeout=WAIT) == [f"a-{run_id[-1]}", f"b-{run_id[-1]}"]
