@@ -31,6 +31,16 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, message: str
         time.sleep(0.005)
 
 
+def step_status(handle: Any, step: str) -> str | None:
+    """The status of step ``step`` in ``handle.history()`` ("running", "completed", ...),
+    None while the step has no record. A step id with more than one record fails the
+    test (one record per step id, I3), so no check made through this helper is weaker
+    than one over every record."""
+    statuses = [rec.status for rec in handle.history() if rec.step == step]
+    assert len(statuses) <= 1, f"step {step} has {len(statuses)} records: {statuses}"
+    return statuses[0] if statuses else None
+
+
 def process_alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, dead but not reaped yet, does not count)."""
     try:

@@ -15,7 +15,7 @@ import uuid
 from typing import Any
 
 from tests.conftest import Box
-from tests.support import WAIT, assert_cancel_ended_the_run, cancel_in_thread, wait_until
+from tests.support import WAIT, assert_cancel_ended_the_run, cancel_in_thread, step_status, wait_until
 from treadle.runtime import ActivityContext, Runtime, activity, workflow
 from treadle.runtime._run_actor import RunActor
 from treadle.runtime.testing import FakeClock
@@ -107,7 +107,7 @@ def test_an_outcome_is_queued_while_the_run_actor_is_busy(box: Box) -> None:
         # The branch actor could not deliver: it told the outcome and went idle.
         wait_until(lambda: rt._pool.stats()[1] == 0, message="the branch actor idle")
         assert actor.inbox.pending == 1  # the outcome, taken or not, waits for the lock
-        assert ("0", "completed") not in _steps(handle)  # not handled behind the lock
+        assert step_status(handle, "0") != "completed"  # not handled behind the lock
         assert rt._pool.kept == kept  # nothing was dispatched
     assert handle.result(timeout=WAIT) == [1, 4, 6]
 
@@ -127,7 +127,7 @@ def test_a_cancel_is_handled_while_the_activity_runs_and_its_late_outcome_is_dro
     release.set()
     wait_until(lambda: rt._pool.stats()[1] == 0, message="the cancelled activity returned")
     assert THREADS == []  # step 1 was never dispatched
-    assert [status for step, status in _steps(handle) if step == "0"] != ["completed"]
+    assert step_status(handle, "0") != "completed"
     assert all(step == "0" for step, _ in _steps(handle))
 
 
@@ -158,4 +158,4 @@ def test_stopping_the_run_actor_waits_for_a_delivery_in_progress(box: Box) -> No
     assert actor.stopping
     release.set()
     wait_until(lambda: rt._pool.stats()[1] == 0, message="the activity returned")
-    assert ("0", "completed") not in _steps(handle)  # its outcome reached a stopped actor
+    assert step_status(handle, "0") != "completed"  # its outcome reached a stopped actor

@@ -9,7 +9,7 @@ import threading
 from typing import Any
 
 from tests.conftest import Box
-from tests.support import WAIT, wait_until
+from tests.support import WAIT, step_status, wait_until
 from treadle.runtime import ActivityError, RunStatus, activity, workflow
 
 P = "review."
@@ -36,7 +36,7 @@ def wait_then_long(ctx: Any) -> Any:
 
 
 def _wait_running(handle: Any, step: str, message: str) -> None:
-    wait_until(lambda: (step, "running") in {(r.step, r.status) for r in handle.history()}, message=message)
+    wait_until(lambda: step_status(handle, step) == "running", message=message)
 
 
 def test_a_running_step_is_recorded_after_the_run_was_passivated_and_woken(rt: Any) -> None:
@@ -90,9 +90,7 @@ def test_a_sibling_settling_after_a_fail_fast_raise_releases_its_signal(rt: Any)
     handle.signal("s", "first")
     handle.signal("go", None)
     wait_until(lambda: "1" in {r.step for r in handle.history()}, message="the all recorded")
-    wait_until(
-        lambda: any(r.step == "1" and r.status == "failed" for r in handle.history()), message="fail fast"
-    )
+    wait_until(lambda: step_status(handle, "1") == "failed", message="fail fast")
     GATES[run_id].set()
     assert handle.result(timeout=WAIT) == "first"
 
@@ -119,7 +117,7 @@ def test_replayed_branches_keep_their_reserved_signals(box: Box) -> None:
     handle.signal("a", 1)
     handle.signal("a", 2)
     wait_until(
-        lambda: any(r.step == "0.0" and r.status == "completed" for r in handle.history()),
+        lambda: step_status(handle, "0.0") == "completed",
         message="branch 0 took a#1 and was checkpointed",
     )
     rt = box.restart()

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import WAIT, wait_until
+from tests.support import WAIT, step_status, wait_until
 from treadle.runtime import (
     ActivityContext,
     Cancel,
@@ -145,7 +145,7 @@ def test_wait_timeout_raises_timeout_error_and_a_later_wait_works(rt: Any) -> No
     built-in `TimeoutError`"."""
     handle = rt.start(timeout_then_wait)
     wait_until(
-        lambda: any(s.step == "0" and s.status == "failed" for s in handle.history()),
+        lambda: step_status(handle, "0") == "failed",
         message="the first wait to time out",
     )
     [first] = [s for s in handle.history() if s.step == "0"]
@@ -161,7 +161,7 @@ def test_signal_with_key_is_stored_and_consumed_once(rt: Any) -> None:
     assert handle.signal("sig.k", "first", key="k1") is True
     assert handle.signal("sig.k", "duplicate", key="k1") is False
     wait_until(
-        lambda: any(s.step == "0" and s.status == "completed" for s in handle.history()),
+        lambda: step_status(handle, "0") == "completed",
         message="the first wait to take its signal",
     )
     assert handle.signal("sig.k", "duplicate again", key="k1") is False
@@ -285,7 +285,7 @@ def test_deadline_idiom_signal_first(rt: Any) -> None:
     wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED in the race")
     handle.signal("approved", {"by": "alice"})
     wait_until(
-        lambda: any(s.step == "0" and s.status == "completed" for s in handle.history()),
+        lambda: step_status(handle, "0") == "completed",
         message="the race to be decided",
     )
     handle.signal("approved", {"by": "bob"})
@@ -305,7 +305,7 @@ def test_deadline_idiom_sleep_first_keeps_the_late_signal(box: Any) -> None:
     wait_until(lambda: handle.status() == RunStatus.SUSPENDED, message="SUSPENDED in the race")
     clock.advance(60)
     wait_until(
-        lambda: any(s.step == "0" and s.status == "completed" for s in handle.history()),
+        lambda: step_status(handle, "0") == "completed",
         message="the sleep to win the race",
     )
     handle.signal("approved", "late approval")

@@ -33,6 +33,7 @@ from tests.support import (
     Box,
     assert_cancel_ended_the_run,
     cancel_in_thread,
+    step_status,
     supervisor_handled,
     wait_until,
 )
@@ -164,13 +165,6 @@ def waiting(ctx: Any) -> Any:
     yield ctx.wait_for_signal(P + "never")
 
 
-def _step_status(handle: Any, step: str) -> str | None:
-    for rec in handle.history():
-        if rec.step == step:
-            return str(rec.status)
-    return None
-
-
 def _crashed(caplog: pytest.LogCaptureFixture, run_id: str) -> bool:
     return any(
         "restarting crashed run" in rec.getMessage() and run_id in rec.getMessage()
@@ -219,11 +213,11 @@ def test_mixed_workload_leaves_a_store_that_passes_the_audit(box: Box) -> None:
         ]
     with pytest.raises(WorkflowFailedError):
         failed.result(timeout=WAIT)
-    wait_until(lambda: _step_status(cancelled, "1") == "running", message="the wait is recorded")
+    wait_until(lambda: step_status(cancelled, "1") == "running", message="the wait is recorded")
     assert cancelled.cancel()
     with pytest.raises(WorkflowFailedError):
         cancelled.result(timeout=WAIT)
-    wait_until(lambda: all(_step_status(h, "1.1") == "abandoned" for h in handles), message="losers")
+    wait_until(lambda: all(step_status(h, "1.1") == "abandoned" for h in handles), message="losers")
 
     live = audit(rt.store)
     assert live.ok, str(live)
@@ -369,7 +363,7 @@ def test_disk_full_run_stalls_keeps_its_checkpoints_others_go_on_and_it_resumes(
     run_id = _run_id("disk-big")
     gate = _gate(disk_box, run_id)
     big = rt.start(two_blobs, 1000, 512 * KiB, run_id=run_id)
-    wait_until(lambda: _step_status(big, "0") == "completed", message="step 0's checkpoint")
+    wait_until(lambda: step_status(big, "0") == "completed", message="step 0's checkpoint")
     free = _fill(tiny_disk, 160 * KiB)
     freed = False
     try:
@@ -448,7 +442,7 @@ def test_corrupt_journal_record_parks_its_run_and_the_others_go_on(box: Box) -> 
         _gate(box, ids[name])
         handles[name] = rt.start(gated_steps, n, run_id=ids[name])
     for handle in handles.values():
-        wait_until(lambda h=handle: _step_status(h, "1") == "running", message="step 1 running")
+        wait_until(lambda h=handle: step_status(h, "1") == "running", message="step 1 running")
     box.shutdown()
     for name in names:
         GATES[ids[name]].set()
@@ -503,7 +497,7 @@ def test_corrupt_run_record_does_not_stop_start_up_and_the_others_are_listed(box
         _gate(box, run_id)
         rt.start(gated_steps, n, run_id=run_id)
     for run_id in ids:
-        wait_until(lambda r=run_id: _step_status(rt.get(r), "1") == "running", message="step 1 running")
+        wait_until(lambda r=run_id: step_status(rt.get(r), "1") == "running", message="step 1 running")
     box.shutdown()
     for run_id in ids:
         GATES[run_id].set()
@@ -531,7 +525,7 @@ def _corrupt_a_running_run(box: Box, prefix: str) -> str:
     run_id = _run_id(prefix)
     _gate(box, run_id)
     rt.start(gated_steps, 1, run_id=run_id)
-    wait_until(lambda: _step_status(rt.get(run_id), "1") == "running", message="step 1 running")
+    wait_until(lambda: step_status(rt.get(run_id), "1") == "running", message="step 1 running")
     box.shutdown()
     GATES[run_id].set()
     _plant(box.path, {journal_key(run_id, "0"): _unknown_version})

@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import Box, in_flight_max
+from tests.support import Box, in_flight_max, step_status
 from treadle.runtime import (
     ActivityContext,
     RunHandle,
@@ -423,9 +423,9 @@ PROBE: dict[str, Any] = {}
 def probe_item(i: int, actx: ActivityContext) -> int:
     if i:
         rt: Runtime = PROBE["rt"]
-        recorded = {rec.step: rec.status for rec in rt.get(actx.run_id).history()}
-        if recorded.get(f"0.{i - 1}") != "completed":
-            PROBE["early"].append((i, recorded.get(f"0.{i - 1}")))
+        previous = step_status(rt.get(actx.run_id), f"0.{i - 1}")
+        if previous != "completed":
+            PROBE["early"].append((i, previous))
     return i
 
 
