@@ -29,11 +29,13 @@ __all__ = [
     "ExecutorUnavailableError",
     "JournalCorruptionError",
     "NonDeterminismError",
+    "NotAnOperationError",
     "PayloadTooLargeError",
     "RunFinishedError",
     "RunNotFoundError",
     "RunParkedError",
     "SerializationError",
+    "SignalWaitConflictError",
     "StorageFullError",
     "StoreLockedError",
     "TreadleError",
@@ -202,6 +204,22 @@ class RunFinishedError(TreadleError):
         self.status = status
 
 
+class SignalWaitConflictError(TreadleError, ValueError):
+    """Two waits on one signal name in one coordination tree: raised at the coordinator's
+    call when its branches are operations, or into a generator branch at its second wait.
+    A ``ValueError``, as DESIGN.md says; its own class so that the journal can tell it from
+    a ``ValueError`` the workflow raised itself."""
+
+    code = "TRD-SIGNAL-CONFLICT"
+
+
+class NotAnOperationError(TreadleError, TypeError):
+    """A workflow yielded something that is not an operation (``ctx.run``, ``ctx.all``, ...),
+    raised back into the workflow at that ``yield``."""
+
+    code = "TRD-NOT-OPERATION"
+
+
 class WorkerLostError(TreadleError):
     """The process, Ray worker or node running an activity attempt died or became unreachable.
 
@@ -259,8 +277,16 @@ def _plain(value: Any) -> Any:
     return repr(value)
 
 
-_USAGE: tuple[type[Exception], ...] = (ValueError, TypeError)
-_USAGE_BY_NAME = {type_name(cls): cls for cls in _USAGE}
+# Errors the runtime raises into a workflow at a step. They are stored as "usage" and rebuilt
+# as the same class, so an ``except`` around the step takes the same path on replay. A
+# workflow's own ValueError is not one of them: it is stored like any other error.
+_USAGE: tuple[type[TreadleError], ...] = (SignalWaitConflictError, NotAnOperationError)
+_USAGE_BY_NAME: dict[str, type[Exception]] = {
+    **{type_name(cls): cls for cls in _USAGE},
+    # journals written before these classes existed stored the built-in ones
+    "builtins.ValueError": ValueError,
+    "builtins.TypeError": TypeError,
+}
 
 
 def error_to_data(exc: BaseException) -> dict[str, Any]:
@@ -287,8 +313,6 @@ def error_to_data(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, TimeoutError) and not isinstance(exc, ActivityError):
         return {"c": "timeout", "t": type_name(TimeoutError), "m": str(exc)}
     if type(exc) in _USAGE:
-        # Raised by the runtime into a workflow (a second wait on one signal name in a
-        # coordination tree): replayed as the same class, so an `except` around it replays.
         return {"c": "usage", "t": type_name(type(exc)), "m": _message_of(exc)}
     error = ActivityError.from_exception(exc)
     data: dict[str, Any] = {

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from treadle.storage import PayloadTooLargeError, SerializationError, decode, encode
 
-from ._errors import ActivityError, CancelledError, NonDeterminismError
+from ._errors import ActivityError, CancelledError, NonDeterminismError, NotAnOperationError
 from ._nodes import SETTLED, Node, Outcome, Parent, Reservation
 from ._ops import Operation
 
@@ -76,7 +76,7 @@ class GenNode(Node):
             self.counter += 1
             step = self.prefix + str(index)
             if not isinstance(op, Operation):
-                error = TypeError(
+                error = NotAnOperationError(
                     f"step {step}: a workflow must yield operations (ctx.run, ctx.all, ...), "
                     f"got {type(op).__name__}"
                 )

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from treadle.storage import crash_point, encode, pack
 
-from ._errors import ActivityError, CancelledError
+from ._errors import ActivityError, CancelledError, SignalWaitConflictError
 from ._messages import ChildDone
 from ._ops import ChildOp, RecordOp, SignalOp, SleepOp, StateOp
 
@@ -235,7 +235,7 @@ class SignalNode(Node):
             self.settle(
                 Outcome(
                     False,
-                    error=ValueError(
+                    error=SignalWaitConflictError(
                         f"step {self.step}: step {other.step} of this run already waits on signal {name!r}; "
                         "one coordination tree may wait on a signal name only once"
                     ),

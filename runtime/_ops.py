@@ -17,6 +17,7 @@ from typing import Any
 from treadle.storage import DEFAULT_MAX_PAYLOAD, encode
 
 from ._durations import Duration, parse_duration, parse_optional_duration
+from ._errors import SignalWaitConflictError
 from ._registry import ActivityDef, Registry, Retry, WorkflowDef
 
 __all__ = [
@@ -142,7 +143,7 @@ class CoordOp(Operation):
         names = self.signal_names()
         duplicates = sorted({s for s in names if names.count(s) > 1})
         if duplicates:
-            raise ValueError(
+            raise SignalWaitConflictError(
                 f"ctx.{kind}: several branches wait on the same signal {duplicates}; "
                 "one coordination tree may wait on a signal name only once"
             )

@@ -183,6 +183,17 @@ def failing(ctx: Any, message: str) -> Any:
     yield ctx.run(fail_activity, message)
 
 
+@workflow(name="core.yields_a_value")
+def yields_a_value(ctx: Any, catch: bool) -> Any:
+    try:
+        yield 42
+    except TypeError as exc:
+        if not catch:
+            raise
+        caught = [type(exc).__name__, str(exc)]
+    return [*caught, (yield ctx.run(add, 1, 2))]
+
+
 @workflow(name="core.lifecycle")
 def lifecycle(ctx: Any, mode: str) -> Any:
     yield ctx.run(gated, 1)
@@ -378,6 +389,26 @@ def test_failed_run_result_raises_workflow_failed_error(rt: Any) -> None:
     assert info.value.message == "no more widgets"
     assert info.value.run_id == run_id
     assert handle.status() == RunStatus.FAILED
+
+
+@pytest.mark.parametrize("catch", [True, False])
+def test_yielding_a_value_that_is_not_an_operation(rt: Any, catch: bool) -> None:
+    """A workflow that yields something other than an operation gets NotAnOperationError (a
+    `TypeError`) back at that `yield`, naming the step; the yield takes a step number, and the
+    workflow may catch it and go on. Uncaught, it ends the run like any error of the workflow."""
+    handle = rt.start(yields_a_value, catch)
+    if catch:
+        assert handle.result(timeout=WAIT) == [
+            "NotAnOperationError",
+            "[TRD-NOT-OPERATION] step 0: a workflow must yield operations (ctx.run, ctx.all, ...), got int",
+            3,
+        ]
+        assert [(rec.step, rec.status) for rec in handle.history()] == [("1", "completed")]
+        return
+    with pytest.raises(WorkflowFailedError) as info:
+        handle.result(timeout=WAIT)
+    assert info.value.type == "treadle.runtime.NotAnOperationError"
+    assert info.value.message.startswith("step 0: a workflow must yield operations")
 
 
 def test_result_timeout_raises_builtin_timeout_error(box: Any, rt: Any) -> None:

@@ -98,7 +98,7 @@ CASES: dict[str, tuple[Any, str, str]] = {
     ),
     "all(same signal twice)": (
         lambda ctx: ctx.all([ctx.wait_for_signal("s"), ctx.wait_for_signal("s")]),
-        "builtins.ValueError",
+        "treadle.runtime.SignalWaitConflictError",  # a ValueError
         "ctx.all",
     ),
     "race([])": (lambda ctx: ctx.race([]), "builtins.ValueError", "ctx.race"),

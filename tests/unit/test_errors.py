@@ -19,11 +19,13 @@ from treadle.runtime import (
     ExecutorUnavailableError,
     JournalCorruptionError,
     NonDeterminismError,
+    NotAnOperationError,
     PayloadTooLargeError,
     RunFinishedError,
     RunNotFoundError,
     RunParkedError,
     SerializationError,
+    SignalWaitConflictError,
     StorageFullError,
     StoreLockedError,
     TreadleError,
@@ -156,6 +158,43 @@ def test_plain_exception_becomes_activity_error_data() -> None:
     assert back.message == "sku 7"
 
 
+@pytest.mark.parametrize(
+    ("error", "builtin"),
+    [
+        (SignalWaitConflictError("step 1: step 0 already waits on signal 'go'"), ValueError),
+        (NotAnOperationError("step 2: a workflow must yield operations, got int"), TypeError),
+    ],
+)
+def test_errors_the_runtime_raises_into_a_workflow_come_back_as_their_class(
+    error: TreadleError, builtin: type[Exception]
+) -> None:
+    """Replayed as the same class (still the built-in kind DESIGN.md names), so an `except`
+    around the step takes the same path on replay; the message is not prefixed twice."""
+    back = _through_store(error)
+    assert type(back) is type(error)
+    assert isinstance(back, builtin)
+    assert str(back) == str(error)
+
+
+@pytest.mark.parametrize("cls", [ValueError, TypeError])
+def test_a_workflows_own_value_or_type_error_is_stored_like_any_other(cls: type[Exception]) -> None:
+    """Only the runtime's own classes are stored as 'usage'; a workflow's ValueError keeps its
+    type, message and details as an ActivityError, like a KeyError would."""
+    data = error_to_data(WithDetails("bad input", {"field": "sku"}) if cls is ValueError else cls("bad"))
+    assert data["c"] == "activity"
+    plain = error_to_data(cls("bad"))
+    assert (plain["c"], plain["t"]) == ("activity", f"builtins.{cls.__name__}")
+    back = _through_store(cls("bad"))
+    assert type(back) is ActivityError and back.type == f"builtins.{cls.__name__}"
+
+
+@pytest.mark.parametrize("cls", [ValueError, TypeError])
+def test_usage_records_written_before_the_runtime_classes_still_replay(cls: type[Exception]) -> None:
+    """Journals written before SignalWaitConflictError/NotAnOperationError stored the built-in class."""
+    back = error_from_data({"c": "usage", "t": f"builtins.{cls.__name__}", "m": "old"})
+    assert type(back) is cls and str(back) == "old"
+
+
 # --- ActivityError.from_exception -------------------------------------------------
 
 
@@ -255,6 +294,8 @@ SAMPLES: list[BaseException] = [
     StoreLockedError("/store", 1234),
     WorkerLostError("processes", "worker process 12 died"),
     ExecutorUnavailableError("ray", "Ray is not installed"),
+    SignalWaitConflictError("step 1: step 0 already waits on signal 'go'"),
+    NotAnOperationError("step 2: a workflow must yield operations, got int"),
 ]
 
 
@@ -308,6 +349,8 @@ def test_hierarchy() -> None:
     assert issubclass(SerializationError, TypeError)
     assert issubclass(PayloadTooLargeError, ValueError)
     assert issubclass(RunNotFoundError, LookupError)
+    assert issubclass(SignalWaitConflictError, ValueError)
+    assert issubclass(NotAnOperationError, TypeError)
 
 
 def test_cancelled_error_is_a_base_exception_not_an_exception() -> None:
