@@ -50,9 +50,7 @@ def _default(value: Any) -> Any:
         raise TypeError(f"can not serialize {type(value).__name__!r} object")
     code, to_plain = entry
     # A packer of its own: this runs in the middle of the thread's packer's pack().
-    return msgpack.ExtType(
-        code, msgpack.packb(to_plain(value), use_bin_type=True, datetime=True, default=_default)
-    )
+    return msgpack.ExtType(code, msgpack.packb(to_plain(value), **_PACK_OPTIONS))
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -62,6 +60,8 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return from_plain(unpack(data))
 
 
+# How every record is packed, nested extension values included.
+_PACK_OPTIONS: dict[str, Any] = {"use_bin_type": True, "datetime": True, "default": _default}
 _local = threading.local()
 
 
@@ -72,7 +72,7 @@ def pack(value: Any) -> bytes:
     try:
         packer = _local.packer
     except AttributeError:
-        packer = _local.packer = msgpack.Packer(use_bin_type=True, datetime=True, default=_default)
+        packer = _local.packer = msgpack.Packer(**_PACK_OPTIONS)
     return packer.pack(value)  # type: ignore[no-any-return]
 
 
